@@ -1,0 +1,122 @@
+"""The pod runtime interface the cluster logic is written against.
+
+A runtime stores and runs Kubernetes-shaped objects. Every object crossing this interface is a plain
+dict in the Kubernetes JSON form (camelCase keys, as ``kubectl get -o json`` prints it), never a client
+model: the Kubernetes runtime passes the API's JSON through, the local runtime keeps its own store of
+such dicts. So the cluster code reads ``pod["status"]["phase"]`` the same way on both.
+
+Failures are raised as :class:`RuntimeAPIError` carrying the HTTP-like status and the API's message, so
+a 403 from RBAC or a quota reaches the user as the API worded it.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+class RuntimeAPIError(Exception):
+    """An API call failed. ``status`` follows HTTP (403 forbidden/quota, 404, 409, 422, 5xx, 0 = unreachable)."""
+
+    def __init__(self, status: int, reason: str, message: str):
+        self.status = status
+        self.reason = reason  # machine word, e.g. "Forbidden", "AlreadyExists", "Unreachable"
+        self.message = message  # human text, e.g. 'pods "x" is forbidden: exceeded quota: ...'
+        super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
+
+    @property
+    def retriable(self) -> bool:
+        return self.status in (0, 429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # "ADDED" | "MODIFIED" | "DELETED"
+    object: dict
+
+
+class PodRuntime(abc.ABC):
+    """Create, list, watch and delete pods and services in one namespace."""
+
+    #: "kubernetes" or "local": shown to users as the cluster's backend.
+    backend: str = ""
+
+    def __init__(self, namespace: str = "default"):
+        self.namespace = namespace
+
+    # -- pods ------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_pod(self, manifest: dict) -> dict:
+        """Create a pod; return the stored object (name filled in when generateName was used)."""
+
+    @abc.abstractmethod
+    async def read_pod(self, name: str) -> dict | None:
+        """The pod, or None when it does not exist."""
+
+    @abc.abstractmethod
+    async def list_pods(self, label_selector: str = "") -> list[dict]:
+        """Pods matching a Kubernetes label selector (``a=b,c=d`` equality terms)."""
+
+    @abc.abstractmethod
+    async def delete_pod(self, name: str, grace_period_seconds: int | None = None) -> bool:
+        """Delete a pod; False when it was already gone."""
+
+    @abc.abstractmethod
+    async def pod_logs(self, name: str, container: str | None = None, tail_lines: int | None = None) -> str:
+        """Text the pod's container printed (stdout and stderr)."""
+
+    @abc.abstractmethod
+    def watch_pods(self, label_selector: str = "", resource_version: str | None = None) -> AsyncIterator[WatchEvent]:
+        """Pod events, forever, until the iterator is closed.
+
+        Starts with ADDED for every existing pod (or resumes after ``resource_version``). A dropped
+        connection is resumed by the runtime itself; callers see one unbroken stream.
+        """
+
+    # -- services --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_service(self, manifest: dict) -> dict:
+        """Create a Service; the returned object has ``spec.clusterIP`` set."""
+
+    @abc.abstractmethod
+    async def read_service(self, name: str) -> dict | None:
+        ...
+
+    @abc.abstractmethod
+    async def list_services(self, label_selector: str = "") -> list[dict]:
+        ...
+
+    @abc.abstractmethod
+    async def delete_service(self, name: str) -> bool:
+        ...
+
+    # -- bulk and lifecycle ----------------------------------------------------------------------
+    async def delete_pods(self, label_selector: str) -> int:
+        """Delete every pod matching the selector; how many were deleted."""
+        pods = await self.list_pods(label_selector)
+        n = 0
+        for pod in pods:
+            n += await self.delete_pod(pod["metadata"]["name"])
+        return n
+
+    async def close(self) -> None:
+        """Release connections, threads and (local runtime) processes started by this object."""
+
+    def __repr__(self):
+        return f"<{type(self).__name__} backend={self.backend} namespace={self.namespace}>"
+
+
+def parse_selector(selector: str) -> dict[str, str]:
+    """``"a=b,c==d"`` -> ``{"a": "b", "c": "d"}``; only equality terms, which is all this project sends."""
+    out = {}
+    for term in filter(None, (t.strip() for t in (selector or "").split(","))):
+        key, sep, value = term.replace("==", "=").partition("=")
+        if not sep or "!" in key:
+            raise ValueError(f"unsupported label selector term {term!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def matches_selector(labels: dict | None, selector: dict[str, str]) -> bool:
+    labels = labels or {}
+    return all(labels.get(k) == v for k, v in selector.items())

@@ -1,0 +1,14 @@
+"""Test-wide hygiene: nothing a test does may write to the real home folder or user dask config."""
+import os
+import tempfile
+
+# Set before dask or jupyter are imported anywhere, so their config paths point here.
+_home = tempfile.mkdtemp(prefix="jdk-test-home-")
+os.environ["DASK_CONFIG"] = os.path.join(_home, "dask")
+os.environ.setdefault("JUPYTER_CONFIG_DIR", os.path.join(_home, "jupyter-config"))
+os.environ.setdefault("JUPYTER_DATA_DIR", os.path.join(_home, "jupyter-data"))
+os.environ.setdefault("JUPYTER_RUNTIME_DIR", os.path.join(_home, "jupyter-runtime"))
+os.environ.setdefault("IPYTHONDIR", os.path.join(_home, "ipython"))
+# A developer's own kubeconfig must never be picked up by backend="auto" in tests.
+os.environ.pop("KUBECONFIG", None) if not os.environ.get("JDK_TEST_REAL_KUBECONFIG") else None
+os.environ.setdefault("JUPYTERHUB_USER", "tester")
