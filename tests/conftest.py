@@ -12,3 +12,5 @@ os.environ.setdefault("IPYTHONDIR", os.path.join(_home, "ipython"))
 # A developer's own kubeconfig must never be picked up by backend="auto" in tests.
 os.environ.pop("KUBECONFIG", None) if not os.environ.get("JDK_TEST_REAL_KUBECONFIG") else None
 os.environ.setdefault("JUPYTERHUB_USER", "tester")
+
+pytest_plugins = ["jupyter_dask_kube.testing.fixtures"]

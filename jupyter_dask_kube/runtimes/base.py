@@ -31,7 +31,10 @@ class RuntimeAPIError(Exception):
 
 @dataclass(frozen=True)
 class WatchEvent:
-    type: str  # "ADDED" | "MODIFIED" | "DELETED"
+    """One change. ``SYNCED`` (object ``{}``) follows the initial ADDED burst, so a cache knows its
+    first listing is complete and later events are live."""
+
+    type: str  # "ADDED" | "MODIFIED" | "DELETED" | "SYNCED"
     object: dict
 
 
@@ -61,6 +64,10 @@ class PodRuntime(abc.ABC):
     async def delete_pod(self, name: str, grace_period_seconds: int | None = None) -> bool:
         """Delete a pod; False when it was already gone."""
 
+    async def annotate_pod(self, name: str, annotations: dict[str, str | None]) -> None:
+        """Merge annotations into a pod (None removes a key): where re-adoption state is kept."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def pod_logs(self, name: str, container: str | None = None, tail_lines: int | None = None) -> str:
         """Text the pod's container printed (stdout and stderr)."""
@@ -69,8 +76,9 @@ class PodRuntime(abc.ABC):
     def watch_pods(self, label_selector: str = "", resource_version: str | None = None) -> AsyncIterator[WatchEvent]:
         """Pod events, forever, until the iterator is closed.
 
-        Starts with ADDED for every existing pod (or resumes after ``resource_version``). A dropped
-        connection is resumed by the runtime itself; callers see one unbroken stream.
+        Starts with ADDED for every existing pod then one SYNCED (or, given ``resource_version``,
+        resumes after it, with no SYNCED). A dropped connection is resumed by the runtime itself;
+        callers see one unbroken stream.
         """
 
     # -- services --------------------------------------------------------------------------------

@@ -1,0 +1,34 @@
+# The two commands:  `make lab` (set up, then JupyterLab with the extension on the embedded default)
+#                    `make test` (set up, then the whole test suite: pytest + the Chromium UI tests)
+VENV ?= .venv
+PYTHON ?= python3
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Tests and `make lab` keep dask's user config out of the home folder.
+export DASK_CONFIG ?= $(abspath $(VENV))/etc/dask
+
+.PHONY: lab setup test pytest ui-test bench clean
+
+$(VENV)/.installed: pyproject.toml package.json
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lab: setup
+	jupyter lab
+
+pytest: setup
+	python -m pytest -p no:cacheprovider
+
+ui-test: setup
+	bash ui-tests/run.sh
+
+test: pytest ui-test
+
+bench: setup
+	python benchmarks/control_plane.py
+
+clean:
+	rm -rf $(VENV) node_modules ui-tests/node_modules jupyter_dask_kube/labextension lib

@@ -1,0 +1,516 @@
+"""KubeCluster: a Dask cluster of pods, on ``distributed.deploy.SpecCluster``.
+
+Written once against the pod runtime interface (runtimes/base.py): the same code drives a real
+Kubernetes API and the embedded local runtime. Pod states come from one watch (PodCache), never from
+polling, so a scheduler that cannot start is reported with its reason at once instead of hanging
+(classic dask-kubernetes #404).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+import weakref
+from contextlib import suppress
+
+import dask.config
+from distributed.core import Status, rpc
+from distributed.comm import connect
+from distributed.deploy.adaptive import Adaptive
+from distributed.deploy.spec import ProcessInterface, SpecCluster
+from distributed.utils import Log, Logs, get_ip
+
+from . import config  # noqa: F401  (kubernetes.* defaults)
+from .dashboard import dashboard_link as format_link
+from .naming import (
+    current_user,
+    format_cluster_name,
+    new_worker_suffix,
+    scheduler_pod_name,
+    service_name,
+    worker_pod_name,
+)
+from .objects import (
+    LABEL_COMPONENT,
+    build_scheduler_pod,
+    build_service,
+    build_worker_pod,
+    cluster_selector,
+    resource_warnings,
+)
+from .podcache import PodCache
+from .podstatus import is_running, is_terminal, pod_problem
+from .runtimes import PodRuntime, make_runtime
+from .templates import load_pod, template_from_dask_config
+
+logger = logging.getLogger(__name__)
+
+# The worker pod template, kept on the scheduler pod: a restarted server re-adopts the cluster
+# (also one made from Python) with exactly the workers it had, whatever the admin changed since.
+ANNOTATION_WORKER_TEMPLATE = "dask-kube.jupyter.org/worker-template"
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+# Worker failures tolerated within FAILURE_WINDOW before replacements stop (no endless crash loop).
+MAX_FAILURES = 5
+FAILURE_WINDOW = 120.0
+
+
+class PodStartError(RuntimeError):
+    """A pod could not start; the message is the pod's own reason (Unschedulable, ImagePullBackOff, ...)."""
+
+
+class SchedulerPod(ProcessInterface):
+    """The scheduler as a pod with a Service in front; ``address`` is the Service's clusterIP."""
+
+    def __init__(self, cluster: KubeCluster, adopt: bool = False):
+        self._cluster = weakref.ref(cluster)
+        self.adopt = adopt
+        self.name = scheduler_pod_name(cluster.name)
+        self.pod: dict | None = None
+        super().__init__()
+
+    @property
+    def cluster(self) -> KubeCluster:
+        return self._cluster()
+
+    async def start(self):
+        c = self.cluster
+        rt = c.runtime
+        if self.adopt:
+            pod = c.pod_cache.pods.get(self.name) or await rt.read_pod(self.name)
+            svc = await rt.read_service(service_name(c.name))
+            if pod is None or svc is None:
+                raise PodStartError(f"cluster {c.name} has no scheduler pod or Service to adopt")
+        else:
+            pod = await rt.create_pod(c._scheduler_manifest())
+            svc = await rt.create_service(build_service(c.name, c.username, pod))
+        self.pod = pod
+        ip = svc.get("spec", {}).get("clusterIP")
+        host = ip if ip and ip != "None" else f"{svc['metadata']['name']}.{rt.namespace}"
+        self.address = f"tcp://{host}:{SCHEDULER_PORT}"
+        await c._wait_scheduler_ready(self.name, self.address)
+        await super().start()
+
+    async def close(self):
+        c = self.cluster
+        if c is not None and c._delete_on_close:
+            with suppress(Exception):
+                await c.runtime.delete_service(service_name(c.name))
+            with suppress(Exception):
+                await c.runtime.delete_pod(self.name, grace_period_seconds=1)
+        await super().close()
+
+
+class WorkerPod(ProcessInterface):
+    """One worker pod. ``start`` returns once the API holds the pod; the watch reports what follows."""
+
+    def __init__(self, scheduler: str, name: str, cluster: KubeCluster | None = None, adopt: bool = False):
+        self._cluster = weakref.ref(cluster)
+        self.scheduler = scheduler
+        self.name = name
+        self.adopt = adopt
+        super().__init__(scheduler=scheduler, name=name)
+
+    async def start(self):
+        c = self._cluster()
+        if not self.adopt:
+            await c.runtime.create_pod(c._worker_manifest(self.name, self.scheduler))
+        await super().start()
+
+    async def close(self):
+        c = self._cluster()
+        if c is not None and c._delete_on_close:
+            c._closing_workers.add(self.name)
+            with suppress(Exception):
+                await c.runtime.delete_pod(self.name, grace_period_seconds=1)
+        await super().close()
+
+
+class KubeAdaptive(Adaptive):
+    """Adaptive that respects the cluster's crash-loop guard (no scale-up while workers keep failing)."""
+
+    async def scale_up(self, n):
+        c = self.cluster
+        if c.failing:
+            n = min(n, len(c.worker_spec))
+        return await super().scale_up(n)
+
+
+class KubeCluster(SpecCluster):
+    """A Dask cluster whose scheduler and workers are pods made from a pod template.
+
+    ``KubeCluster.from_yaml('worker-spec.yml'); cluster.scale(10); cluster.adapt(minimum=1, maximum=100)``
+    """
+
+    def __init__(
+        self,
+        pod_template=None,
+        *,
+        name: str | None = None,
+        namespace: str | None = None,
+        n_workers: int | None = None,
+        env: dict | None = None,
+        scheduler_pod_template=None,
+        deploy_mode: str | None = None,
+        idle_timeout: float | None = None,
+        backend: str | None = None,
+        asynchronous: bool = False,
+        loop=None,
+        runtime: PodRuntime | None = None,
+        pod_cache: PodCache | None = None,
+        username: str | None = None,
+        annotations: dict | None = None,
+        adopt: bool = False,
+        scheduler_timeout: float | None = None,
+        shutdown_on_close: bool = True,
+        **kwargs,
+    ):
+        if pod_template is None:
+            tmpl = template_from_dask_config()
+            if tmpl is None:
+                raise ValueError(
+                    "KubeCluster needs a pod template: pass pod_template (path, dict or V1Pod) or set "
+                    "kubernetes.worker-template-path / kubernetes.worker-template in dask config"
+                )
+            self.pod_template = tmpl.worker
+            scheduler_pod_template = scheduler_pod_template or tmpl.scheduler
+        else:
+            self.pod_template = load_pod(pod_template)
+        if scheduler_pod_template is None:
+            scheduler_pod_template = dask.config.get("kubernetes.scheduler-template", None) or None
+        self.scheduler_pod_template = load_pod(scheduler_pod_template) if scheduler_pod_template else None
+
+        self.deploy_mode = deploy_mode or dask.config.get("kubernetes.deploy-mode", "remote")
+        if self.deploy_mode not in ("remote", "local"):
+            raise ValueError(f"deploy_mode must be 'remote' or 'local', not {self.deploy_mode!r}")
+        if n_workers is None:
+            n_workers = dask.config.get("kubernetes.count.start", 0) or 0
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 0:
+            raise ValueError(f"n_workers must be a whole number >= 0, not {n_workers!r}")
+        self.username = username or current_user()
+        self.env = {**(dask.config.get("kubernetes.env", {}) or {}), **(env or {})}
+        self.idle_timeout = idle_timeout if idle_timeout is not None else dask.config.get("kubernetes.idle-timeout", None)
+        self.scheduler_timeout = scheduler_timeout or dask.config.get("kubernetes.scheduler-timeout", 120)
+        self.annotations = annotations or {}
+        self._adopt = adopt
+        self._n_workers = n_workers
+
+        if runtime is None:
+            runtime = make_runtime(backend, namespace)
+            self._own_runtime = True
+        else:
+            self._own_runtime = False
+        self.runtime = runtime
+        self.namespace = runtime.namespace
+        self.backend = runtime.backend
+        cluster_name = name if adopt and name else format_cluster_name(name, user=self.username)
+        self._cluster_name = cluster_name
+        self.pod_cache = pod_cache
+        self._own_cache = pod_cache is None
+        self._unsubscribe = None
+        self._delete_on_close = True
+        self._closing_workers: set[str] = set()
+        self._failures: collections.deque = collections.deque()
+        self.failing = False
+        self.problem: str | None = None
+        self.warnings = resource_warnings(self.pod_template)
+        self._requested = n_workers
+
+        if self.deploy_mode == "remote":
+            scheduler = {"cls": SchedulerPod, "options": {"cluster": self, "adopt": adopt}}
+        else:
+            host = dask.config.get("kubernetes.scheduler-host", None) or self._local_scheduler_host()
+            scheduler = {
+                "cls": "distributed.scheduler.Scheduler",
+                "options": {"host": host, "dashboard_address": f"{host}:0", "idle_timeout": self.idle_timeout},
+            }
+        worker = {"cls": WorkerPod, "options": {"cluster": self}}
+        super().__init__(
+            scheduler=scheduler,
+            worker=worker,
+            workers={},
+            name=cluster_name,
+            asynchronous=asynchronous,
+            loop=loop,
+            shutdown_on_close=shutdown_on_close,
+            **kwargs,
+        )
+
+    # -- construction helpers --------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, yaml_path, **kwargs) -> KubeCluster:
+        return cls(load_pod(yaml_path), **kwargs)
+
+    @classmethod
+    def from_dict(cls, pod_spec: dict, **kwargs) -> KubeCluster:
+        return cls(load_pod(pod_spec), **kwargs)
+
+    def _local_scheduler_host(self) -> str:
+        if self.runtime.backend == "local":
+            return "127.0.0.1"
+        return get_ip()
+
+    def _scheduler_manifest(self) -> dict:
+        annotations = {
+            **self.annotations,
+            ANNOTATION_WORKER_TEMPLATE: json.dumps(self.pod_template, separators=(",", ":")),
+        }
+        return build_scheduler_pod(
+            self.scheduler_pod_template,
+            self.pod_template,
+            cluster_name=self.name,
+            username=self.username,
+            annotations=annotations,
+            idle_timeout=self.idle_timeout,
+            env=self.env,
+        )
+
+    def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
+        owner = self.scheduler.pod if isinstance(self.scheduler, SchedulerPod) else None
+        return build_worker_pod(
+            self.pod_template,
+            cluster_name=self.name,
+            username=self.username,
+            worker_name=worker_name,
+            scheduler_address=scheduler_address,
+            owner=owner,
+            env=self.env,
+        )
+
+    def _new_worker_name(self, worker_number):
+        return worker_pod_name(self.name, new_worker_suffix())
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def _start(self):
+        if self.status == Status.running:
+            return
+        if self.pod_cache is None:
+            self.pod_cache = PodCache(self.runtime, cluster_selector(self.name))
+        try:
+            if self._own_cache:
+                await self.pod_cache.start()
+            self._unsubscribe = self.pod_cache.subscribe(self._on_pod_event)
+        except Exception as exc:
+            await self._release()
+            raise RuntimeError(f"Cluster failed to start: {exc}") from exc
+        await super()._start()
+        if self._adopt:
+            workers = [
+                n for n, p in self.pod_cache.pods.items()
+                if p["metadata"].get("labels", {}).get(LABEL_COMPONENT) == "worker"
+                and p["metadata"]["labels"].get("dask.org/cluster-name") == self.name
+                and not is_terminal(p)
+            ]
+            for n in workers:
+                self.worker_spec[n] = {"cls": WorkerPod, "options": {"cluster": self, "adopt": True}}
+            self._requested = len(workers)
+        elif self._n_workers:
+            self.scale(self._n_workers)
+
+    async def _wait_scheduler_ready(self, pod_name: str, address: str):
+        """Until the scheduler pod runs and its port answers; raise its reason if it cannot start."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.scheduler_timeout
+
+        def state():
+            pod = self.pod_cache.pods.get(pod_name)
+            if pod is None:
+                return None
+            problem = pod_problem(pod)
+            if problem or is_terminal(pod):
+                return ("failed", problem or f"scheduler pod is {pod['status'].get('phase')}")
+            return ("running", None) if is_running(pod) else None
+
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                pod = self.pod_cache.pods.get(pod_name)
+                phase = (pod or {}).get("status", {}).get("phase", "missing")
+                raise PodStartError(
+                    f"scheduler pod {pod_name} did not start within {self.scheduler_timeout:.0f}s (phase {phase})"
+                )
+            try:
+                kind, problem = await self.pod_cache.wait_for(state, remaining)
+            except TimeoutError:
+                continue
+            if kind == "failed":
+                raise PodStartError(f"scheduler pod {pod_name} cannot start: {problem}")
+            try:  # the pod runs: wait for the scheduler to listen, without polling the API
+                comm = await connect(address, timeout=min(2.0, max(remaining, 0.1)))
+                await comm.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+
+    def _on_pod_event(self, etype: str, pod: dict):
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        if labels.get("dask.org/cluster-name") != self.name or self.status in (Status.closing, Status.closed):
+            return
+        name = meta["name"]
+        component = labels.get(LABEL_COMPONENT)
+        gone = etype == "DELETED" or is_terminal(pod)
+        if component == "scheduler" and gone and self.status == Status.running and self.deploy_mode == "remote":
+            reason = pod_problem(pod) or ("scheduler pod was deleted" if etype == "DELETED" else "scheduler exited")
+            self.problem = f"Scheduler lost: {reason}"
+            logger.warning("cluster %s: %s", self.name, self.problem)
+            self.status = Status.failed
+            self.loop.add_callback(self._cleanup_after_scheduler_loss)
+        elif component == "worker" and gone and name in self.worker_spec and name not in self._closing_workers:
+            reason = pod_problem(pod) or ("pod deleted" if etype == "DELETED" else "pod exited")
+            self._worker_lost(name, reason, delete=etype != "DELETED")
+
+    def _worker_lost(self, name: str, reason: str, delete: bool):
+        """A worker pod died under us: forget it, and replace it unless workers keep failing."""
+        logger.warning("cluster %s: worker %s lost: %s", self.name, name, reason)
+        now = time.monotonic()
+        self._failures.append(now)
+        while self._failures and now - self._failures[0] > FAILURE_WINDOW:
+            self._failures.popleft()
+        self.worker_spec.pop(name, None)
+        w = self.workers.pop(name, None)
+        if w is not None:
+            w.status = Status.closed
+        if delete:
+            self.loop.add_callback(self._delete_quietly, name)
+        if len(self._failures) >= MAX_FAILURES:
+            if not self.failing:
+                self.failing = True
+                self.problem = (
+                    f"Workers keep failing ({len(self._failures)} in {FAILURE_WINDOW:.0f}s); not replacing them. "
+                    f"Last: {name}: {reason}"
+                )
+                logger.error("cluster %s: %s", self.name, self.problem)
+            return
+        if self._adaptive is None or not self._adaptive.periodic_callback:
+            self.scale(self._requested)  # keep the requested count; Adaptive handles its own minimum
+
+    async def _delete_quietly(self, name: str):
+        with suppress(Exception):
+            await self.runtime.delete_pod(name, grace_period_seconds=0)
+
+    async def _cleanup_after_scheduler_loss(self):
+        with suppress(AttributeError):
+            self._adaptive.stop()
+        with suppress(Exception):
+            await self.runtime.delete_pods(cluster_selector(self.name))
+        with suppress(Exception):
+            await self.runtime.delete_service(service_name(self.name))
+
+    def scale(self, n=0, memory=None, cores=None):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"scale() needs a whole number of workers >= 0, not {n!r}")
+        maximum = dask.config.get("kubernetes.count.max", None)
+        if maximum is not None and n > maximum:
+            logger.info("cluster %s: scale(%d) clamped to kubernetes.count.max=%d", self.name, n, maximum)
+            n = maximum
+        if n > len(self.worker_spec):
+            if self.failing and self._requested == n:
+                n = len(self.worker_spec)  # a replacement while crash-looping: hold
+            else:
+                self.failing = False
+                self._failures.clear()
+        self._requested = n
+        return super().scale(n, memory=memory, cores=cores)
+
+    def adapt(self, *args, minimum: int = 0, maximum: float = float("inf"), **kwargs):
+        cap = dask.config.get("kubernetes.count.max", None)
+        if cap is not None and maximum > cap:
+            logger.info("cluster %s: adapt maximum %s clamped to kubernetes.count.max=%d", self.name, maximum, cap)
+            maximum = cap
+        minimum = min(minimum, maximum)
+        self.failing = False
+        self._failures.clear()
+        return super().adapt(*args, minimum=minimum, maximum=maximum, Adaptive=KubeAdaptive, **kwargs)
+
+    @property
+    def requested_workers(self) -> int:
+        return len(self.worker_spec)
+
+    @property
+    def dashboard_link(self) -> str:
+        try:
+            port = self.scheduler_info["services"]["dashboard"]
+        except (KeyError, AttributeError, TypeError):
+            return ""
+        host = self.scheduler_address.split("://")[1].rsplit(":", 1)[0]
+        return format_link(host, port)
+
+    def pod_problems(self) -> dict[str, str]:
+        """Pods of this cluster that are stuck or failed, with their reason."""
+        out = {}
+        for name, pod in (self.pod_cache.pods if self.pod_cache else {}).items():
+            if pod["metadata"].get("labels", {}).get("dask.org/cluster-name") == self.name:
+                problem = pod_problem(pod)
+                if problem:
+                    out[name] = problem
+        return out
+
+    async def _wait_for_workers(self, n_workers=0, timeout=None):
+        """As distributed's, but fail fast when the missing workers are stuck (Unschedulable, ...)."""
+        waiter = asyncio.ensure_future(super()._wait_for_workers(n_workers, timeout=timeout))
+        try:
+            while not waiter.done():
+                await asyncio.wait([waiter], timeout=0.5)
+                problems = {n: p for n, p in self.pod_problems().items() if n in self.worker_spec}
+                pending = [
+                    n for n in self.worker_spec
+                    if not is_running(self.pod_cache.pods.get(n, {"status": {}, "metadata": {}}))
+                ]
+                if pending and all(n in problems for n in pending) and not waiter.done():
+                    first = next(iter(problems.items()))
+                    raise PodStartError(f"{len(pending)} worker pod(s) cannot start: {first[0]}: {first[1]}")
+                if self.failing:
+                    raise PodStartError(self.problem)
+            return waiter.result()
+        finally:
+            waiter.cancel()
+
+    async def _get_logs(self, cluster=True, scheduler=True, workers=True):
+        logs = Logs()
+        names = sorted(self.pod_cache.pods) if self.pod_cache else []
+        for name in names:
+            component = self.pod_cache.pods[name]["metadata"].get("labels", {}).get(LABEL_COMPONENT)
+            if (component == "scheduler" and scheduler) or (component == "worker" and workers):
+                try:
+                    logs[name] = Log(await self.runtime.pod_logs(name))
+                except Exception as exc:
+                    logs[name] = Log(f"(logs unavailable: {exc})")
+        return logs
+
+    async def _release(self):
+        """Stop watching and drop connections; pods are not touched."""
+        if self._unsubscribe:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._own_cache and self.pod_cache is not None:
+            await self.pod_cache.close()
+        if self._own_runtime:
+            with suppress(Exception):
+                await self.runtime.close()
+
+    async def _close(self):
+        if self.status == Status.closed:
+            return
+        if self._delete_on_close and self.status != Status.created:
+            await super()._close()
+            # Safety net: anything of ours the spec did not know about (e.g. a half-made create).
+            with suppress(Exception):
+                await self.runtime.delete_pods(cluster_selector(self.name))
+            with suppress(Exception):
+                await self.runtime.delete_service(service_name(self.name))
+        else:
+            with suppress(AttributeError):
+                self._adaptive.stop()
+            if self.scheduler_comm is not None:
+                with suppress(Exception):
+                    await self.scheduler_comm.close_rpc()
+            self.status = Status.closed
+        await self._release()
+
+    async def detach(self):
+        """Stop managing the cluster without deleting its pods (so a restarted server can re-adopt it)."""
+        self._delete_on_close = False
+        await self._close()

@@ -1,0 +1,138 @@
+"""The jupyter_server extension: admin configuration (``c.DaskKube.*``) and handler registration."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Callable, Dict, Float, Int, List, Unicode, Union, default
+
+from .dashboard import host_allowlist
+from .handlers import handlers
+from .manager import ClusterManager, Limits
+from .naming import current_user
+from .runtimes import make_runtime
+from .templates import TemplateError, load_template, load_templates, parse_memory, template_from_dask_config
+
+BUILTIN_TEMPLATES = os.path.join(os.path.dirname(__file__), "default_templates")
+
+
+class DaskKube(ExtensionApp):
+    """Template-driven Dask clusters on Kubernetes (or local processes) for this server's user."""
+
+    name = "jupyter_dask_kube"
+
+    backend = Unicode(
+        None, allow_none=True, config=True,
+        help="kubernetes, local or auto (Kubernetes when in-cluster or a kubeconfig is found). "
+        "Default: dask config kubernetes.backend (auto).",
+    )
+    namespace = Unicode(None, allow_none=True, config=True, help="Namespace for pods. Default: dask config, in-cluster or kubeconfig namespace.")
+    template_paths = List(Unicode(), config=True, help="Directories of template YAML files, or YAML files.")
+    templates = Union(
+        [Dict(), List()], default_value={}, config=True,
+        help="Inline templates: {name: template} or [template], each a plain Pod manifest or the template format.",
+    )
+    default_template = Unicode(None, allow_none=True, config=True, help="Template preselected for users.")
+    name_template = Unicode(
+        None, allow_none=True, config=True,
+        help="Cluster (pod) name template. Default: dask config kubernetes.worker-name, dask-{JUPYTERHUB_USER}-{uuid}.",
+    )
+    max_clusters = Int(0, config=True, help="Clusters per user (0 = no limit).")
+    max_workers = Int(0, config=True, help="Workers per cluster, also the adapt maximum (0 = no limit).")
+    max_cores = Float(0, config=True, help="Cores per user across all clusters (0 = no limit).")
+    max_memory = Union([Int(), Unicode()], default_value=0, config=True, help='Memory per user across clusters: bytes or "64G" (0 = no limit).')
+    idle_timeout = Float(0, config=True, help="Seconds without work after which a cluster shuts down (0 = never).")
+    options_handler = Callable(
+        None, allow_none=True, config=True,
+        help="Optional f(template, option_values) -> template, to act on options beyond cores, memory and image.",
+    )
+
+    @default("backend")
+    def _backend_default(self):
+        return None
+
+    def _load_templates(self) -> tuple[list, list[str]]:
+        problems, out = [], []
+        try:
+            out.extend(load_templates(list(self.template_paths)))
+        except TemplateError as exc:
+            problems.append(str(exc))
+        inline = self.templates.items() if isinstance(self.templates, dict) else ((None, t) for t in self.templates)
+        for key, spec in inline:
+            try:
+                out.append(load_template(spec, name=key))
+            except TemplateError as exc:
+                problems.append(str(exc))
+        try:
+            from_config = template_from_dask_config()
+        except TemplateError as exc:
+            problems.append(str(exc))
+            from_config = None
+        if from_config is not None and from_config.name not in {t.name for t in out}:
+            out.append(from_config)
+        if not out and not problems:
+            out = load_templates([BUILTIN_TEMPLATES])
+        names = set()
+        unique = []
+        for t in out:
+            if t.name in names:
+                problems.append(f"template {t.name!r} is defined twice; the first one is used")
+                continue
+            names.add(t.name)
+            unique.append(t)
+        return unique, problems
+
+    def initialize_settings(self):
+        templates, problems = self._load_templates()
+        for p in problems:
+            self.log.error("dask-kube: bad template: %s", p)
+        runtime = make_runtime(self.backend, self.namespace)
+        max_memory = parse_memory(self.max_memory) if self.max_memory else 0
+        self.manager = ClusterManager(
+            runtime=runtime,
+            username=current_user(),
+            templates=templates,
+            default_template=self.default_template,
+            limits=Limits(self.max_clusters, self.max_workers, self.max_cores, max_memory),
+            name_template=self.name_template,
+            idle_timeout=self.idle_timeout,
+            base_url=self.serverapp.base_url,
+            options_handler=self.options_handler,
+            template_problems=problems,
+        )
+        self.settings["dask_kube_manager"] = self.manager
+        self.log.info(
+            "dask-kube: %s backend, namespace %s, %d template(s)", runtime.backend, runtime.namespace, len(templates)
+        )
+
+    def initialize_handlers(self):
+        self.handlers.extend(handlers())
+
+    def _link_jupyter_server_extension(self, serverapp):
+        super()._link_jupyter_server_extension(serverapp)
+        # Before jupyter-server-proxy loads: let its /proxy/{host}:{port} reach only our schedulers.
+        proxy_cfg = serverapp.config.ServerProxy
+        if "host_allowlist" not in proxy_cfg:
+            proxy_cfg.host_allowlist = host_allowlist(self._proxy_hosts)
+
+    def _proxy_hosts(self):
+        manager = getattr(self, "manager", None)
+        return manager.scheduler_hosts() if manager is not None else ()
+
+    async def _start_jupyter_server_extension(self, serverapp):
+        async def start():
+            try:
+                await self.manager.start()
+            except Exception as exc:  # reported by the status endpoint; the server keeps running
+                self.log.error("dask-kube: could not start the cluster manager: %s", exc)
+
+        self._start_task = asyncio.create_task(start())
+
+    async def stop_extension(self):
+        await self.manager.close()
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "jupyter_dask_kube.extension", "app": DaskKube}]
+

@@ -1,0 +1,524 @@
+"""One user's clusters: create from admin templates, list, scale, adapt, close, re-adopt, limits, idle cull.
+
+Every read (list, get) is served from memory: cluster state comes from the pod watch (PodCache) and
+from the scheduler's own worker-status stream, so a page refresh never costs a Kubernetes call.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from distributed.core import Status
+
+from ._version import __version__
+from .bodies import ApiError, CreateRequest
+from .cluster import ANNOTATION_WORKER_TEMPLATE, KubeCluster
+from .objects import (
+    LABEL_CLUSTER,
+    LABEL_COMPONENT,
+    parse_scheduler_annotations,
+    scheduler_annotations,
+    user_selector,
+)
+from .podcache import PodCache
+from .podstatus import is_terminal, pod_problem, pod_summary
+from .runtimes import PodRuntime, RuntimeAPIError
+from .templates import ClusterTemplate, OptionError
+
+logger = logging.getLogger(__name__)
+
+# The verbs of the shipped Role (rbac.yaml), checked by the status preflight.
+RBAC_VERBS = [
+    ("pods", "", verb) for verb in ("get", "list", "watch", "create", "delete", "patch")
+] + [("pods", "log", "get")] + [("services", "", verb) for verb in ("get", "list", "watch", "create", "delete")]
+PREFLIGHT_TTL = 60.0
+
+
+@dataclass
+class Limits:
+    max_clusters: int = 0  # 0 = unlimited, for every field
+    max_workers: int = 0
+    max_cores: float = 0
+    max_memory: int = 0
+
+
+@dataclass
+class ClusterRecord:
+    cluster: KubeCluster
+    template: str
+    display_name: str
+    requested: int
+    adapt: dict | None
+    cores_per_worker: float
+    memory_per_worker: int
+    options: dict
+    created: datetime
+    state: str = "creating"  # creating | ready | stopping | failed
+    message: str = ""
+    warnings: list = field(default_factory=list)
+    task: asyncio.Task | None = None
+
+    @property
+    def id(self) -> str:
+        return self.cluster.name
+
+    @property
+    def reserved_workers(self) -> int:
+        """The most workers this cluster may run: what limits are checked against."""
+        return self.adapt["maximum"] if self.adapt else self.requested
+
+
+def _per_worker(template: ClusterTemplate) -> tuple[float, int]:
+    res = template.worker_resources()
+    cores = res.get("cores") or 1.0
+    memory = res.get("memory") or 0
+    return float(cores), int(memory)
+
+
+class ClusterManager:
+    def __init__(
+        self,
+        *,
+        runtime: PodRuntime,
+        username: str,
+        templates: list[ClusterTemplate],
+        default_template: str | None = None,
+        limits: Limits | None = None,
+        name_template: str | None = None,
+        idle_timeout: float = 0,
+        base_url: str = "/",
+        options_handler=None,
+        template_problems: list[str] | None = None,
+    ):
+        self.runtime = runtime
+        self.username = username
+        self.templates = {t.name: t for t in templates}
+        self.default_template = default_template
+        self.limits = limits or Limits()
+        self.name_template = name_template
+        self.idle_timeout = idle_timeout or 0
+        self.base_url = base_url
+        self.options_handler = options_handler
+        self.template_problems = list(template_problems or [])
+        self.records: dict[str, ClusterRecord] = {}
+        self.pod_cache = PodCache(runtime, user_selector(username))
+        self._preflight: tuple[float, list[str]] | None = None
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._start_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self):
+        """Watch the user's pods and re-adopt their clusters (Kubernetes backend). Safe to call again."""
+        async with self._start_lock:
+            if self._started:
+                return
+            try:
+                await self.pod_cache.start()
+            except Exception as exc:
+                self._start_error = f"cannot watch pods: {exc}"
+                logger.error("dask-kube: %s", self._start_error)
+                raise ApiError(503, f"Kubernetes API not reachable: {exc}") from None
+            self._start_error = None
+            self.pod_cache.subscribe(self._on_pod_event)
+            self._started = True
+            if self.runtime.backend == "kubernetes":
+                await self._readopt()
+
+    async def _readopt(self):
+        schedulers = [
+            p for p in self.pod_cache.pods.values()
+            if p["metadata"].get("labels", {}).get(LABEL_COMPONENT) == "scheduler"
+        ]
+        for pod in schedulers:
+            name = pod["metadata"]["labels"].get(LABEL_CLUSTER)
+            if not name or name in self.records:
+                continue
+            if is_terminal(pod) or pod["metadata"].get("deletionTimestamp"):
+                # A dead scheduler: remove what is left of that cluster rather than adopt it.
+                with suppress(Exception):
+                    await self.runtime.delete_pod(pod["metadata"]["name"], grace_period_seconds=0)
+                continue
+            ann = pod["metadata"].get("annotations") or {}
+            meta = parse_scheduler_annotations(ann)
+            try:
+                worker_template = json.loads(ann[ANNOTATION_WORKER_TEMPLATE])
+            except (KeyError, ValueError):
+                tmpl = self.templates.get(meta["template"])
+                if tmpl is None:
+                    logger.warning("dask-kube: cannot re-adopt %s: no worker template recorded", name)
+                    continue
+                worker_template = tmpl.apply_options(meta["options"]).worker
+            cluster = KubeCluster(
+                worker_template,
+                name=name,
+                adopt=True,
+                runtime=self.runtime,
+                pod_cache=self.pod_cache,
+                username=self.username,
+                asynchronous=True,
+                shutdown_on_close=False,
+            )
+            tmpl = self.templates.get(meta["template"])
+            cores, memory = _per_worker(tmpl.apply_options(meta["options"])) if tmpl else (1.0, 0)
+            rec = ClusterRecord(
+                cluster=cluster,
+                template=meta["template"] or "(python)",
+                display_name=meta["display_name"] or name,
+                requested=meta["workers"],
+                adapt=meta["adapt"],
+                cores_per_worker=cores,
+                memory_per_worker=memory,
+                options=meta["options"],
+                created=meta["created"] or datetime.now(timezone.utc),
+            )
+            self.records[name] = rec
+            rec.task = asyncio.create_task(self._bring_up(rec, adopt=True))
+        if self.records:
+            await asyncio.gather(*(r.task for r in self.records.values() if r.task), return_exceptions=True)
+            logger.info("dask-kube: re-adopted %d cluster(s) of %s", len(self.records), self.username)
+
+    async def close(self, *, detach: bool | None = None):
+        """On server stop. Kubernetes clusters are detached (kept running for re-adoption); local ones closed."""
+        if detach is None:
+            detach = self.runtime.backend == "kubernetes"
+        for rec in list(self.records.values()):
+            if rec.task and not rec.task.done():
+                rec.task.cancel()
+            with suppress(Exception):
+                if detach:
+                    await rec.cluster.detach()
+                else:
+                    await rec.cluster.close()
+        self.records.clear()
+        await self.pod_cache.close()
+
+    # -- templates -------------------------------------------------------------------------------
+    def template_list(self) -> list[dict]:
+        default = self._default_template_name()
+        out = []
+        for t in self.templates.values():
+            d = t.to_json(self.runtime.backend)
+            d["default"] = t.name == default
+            out.append(d)
+        return out
+
+    def _default_template_name(self) -> str | None:
+        if self.default_template and self.default_template in self.templates:
+            return self.default_template
+        marked = [t.name for t in self.templates.values() if t.default]
+        if marked:
+            return marked[0]
+        return next(iter(self.templates), None)
+
+    # -- limits ----------------------------------------------------------------------------------
+    def _check_limits(self, workers: int, cores: float, memory: int, exclude: str | None = None):
+        lim = self.limits
+        if lim.max_workers and workers > lim.max_workers:
+            raise ApiError(403, f"{workers} workers is above the limit of {lim.max_workers} workers per cluster")
+        others = [r for r in self.records.values() if r.id != exclude and r.state in ("creating", "ready")]
+        if lim.max_cores:
+            used = sum(r.reserved_workers * r.cores_per_worker for r in others)
+            if used + workers * cores > lim.max_cores + 1e-9:
+                raise ApiError(
+                    403,
+                    f"{workers} workers x {cores:g} cores would use {used + workers * cores:g} cores; "
+                    f"your limit is {lim.max_cores:g} cores across all clusters ({used:g} in use)",
+                )
+        if lim.max_memory:
+            used = sum(r.reserved_workers * r.memory_per_worker for r in others)
+            if used + workers * memory > lim.max_memory:
+                gib = 2**30
+                raise ApiError(
+                    403,
+                    f"{workers} workers x {memory / gib:.3g} GiB would use {(used + workers * memory) / gib:.3g} GiB; "
+                    f"your limit is {lim.max_memory / gib:.3g} GiB across all clusters ({used / gib:.3g} GiB in use)",
+                )
+
+    # -- create ----------------------------------------------------------------------------------
+    async def create(self, req: CreateRequest) -> dict:
+        await self.start()
+        name = req.template or self._default_template_name()
+        if name is None:
+            raise ApiError(404, "no cluster templates are configured; ask your hub admin")
+        tmpl = self.templates.get(name)
+        if tmpl is None:
+            raise ApiError(404, f"unknown template {name!r}; available: {', '.join(self.templates) or 'none'}")
+        try:
+            values = tmpl.option_values(req.options)
+            applied = tmpl.apply_options(req.options)
+            if self.options_handler is not None:
+                applied = self.options_handler(applied, values) or applied
+        except OptionError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        except ApiError:
+            raise
+        except ValueError as exc:  # an options_handler refusing a value
+            raise ApiError(400, str(exc)) from None
+        adapt = req.adapt if req.adapt is not None else (None if req.workers is not None else tmpl.adapt)
+        workers = req.workers if req.workers is not None else (0 if adapt else tmpl.workers)
+        if self.limits.max_clusters:
+            active = sum(1 for r in self.records.values() if r.state in ("creating", "ready"))
+            if active >= self.limits.max_clusters:
+                raise ApiError(403, f"you already have {active} cluster(s); the limit is {self.limits.max_clusters}")
+        cores, memory = _per_worker(applied)
+        self._check_limits(adapt["maximum"] if adapt else workers, cores, memory)
+
+        created = datetime.now(timezone.utc)
+        display = req.name or applied.display_name or applied.name
+        annotations = scheduler_annotations(applied.name, display, workers, adapt, values, created)
+        try:
+            cluster = KubeCluster(
+                applied.worker,
+                scheduler_pod_template=applied.scheduler,
+                name=self.name_template,
+                runtime=self.runtime,
+                pod_cache=self.pod_cache,
+                username=self.username,
+                annotations=annotations,
+                idle_timeout=self.idle_timeout or None,
+                asynchronous=True,
+                shutdown_on_close=False,
+            )
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        rec = ClusterRecord(
+            cluster=cluster,
+            template=applied.name,
+            display_name=display,
+            requested=workers,
+            adapt=adapt,
+            cores_per_worker=cores,
+            memory_per_worker=memory,
+            options=values,
+            created=created,
+            warnings=list(cluster.warnings),
+        )
+        self.records[rec.id] = rec
+        rec.task = asyncio.create_task(self._bring_up(rec))
+        return self.model(rec)
+
+    async def _bring_up(self, rec: ClusterRecord, adopt: bool = False):
+        c = rec.cluster
+        try:
+            await c
+            if rec.adapt:
+                c.adapt(minimum=rec.adapt["minimum"], maximum=rec.adapt["maximum"])
+            elif not adopt:
+                c.scale(rec.requested)
+            rec.state = "ready"
+            asyncio.create_task(self._check_versions(rec))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            rec.state = "failed"
+            rec.message = _reason(exc)
+            logger.warning("dask-kube: cluster %s failed to start: %s", rec.id, rec.message)
+            with suppress(Exception):
+                await c.close()
+
+    async def _check_versions(self, rec: ClusterRecord):
+        """Seed best practice 1: warn when the workers' packages differ from this server's."""
+        from distributed.versions import get_versions, error_message
+
+        with suppress(Exception):
+            await rec.cluster._wait_for_workers(1, timeout=120)
+            versions = await rec.cluster.scheduler_comm.versions()
+            msg = error_message(get_versions(), versions.get("scheduler"), versions.get("workers", {}))
+            if msg.get("warning"):
+                rec.warnings.append("Version mismatch between this server and the cluster:\n" + msg["warning"])
+
+    # -- read ------------------------------------------------------------------------------------
+    def get(self, cluster_id: str) -> ClusterRecord:
+        rec = self.records.get(cluster_id)
+        if rec is None:
+            raise ApiError(404, f"no cluster {cluster_id!r}")
+        return rec
+
+    def list(self) -> list[dict]:
+        return [self.model(r) for r in sorted(self.records.values(), key=lambda r: r.created)]
+
+    def model(self, rec: ClusterRecord) -> dict:
+        c = rec.cluster
+        info = getattr(c, "scheduler_info", None) or {}
+        workers = info.get("workers", {}) if isinstance(info, dict) else {}
+        connected = sum(1 for w in workers.values() if w.get("status", "running") == "running")
+        pods = [
+            dict(pod_summary(p))
+            for p in self.pod_cache.pods.values()
+            if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id
+        ]
+        pods.sort(key=lambda p: (p["role"] != "scheduler", p["name"]))
+        status, message = rec.state, rec.message
+        if rec.state == "ready":
+            if c.status == Status.failed or c.problem and c.status != Status.running:
+                status, message = "failed", c.problem or "cluster failed"
+            else:
+                target = rec.adapt["minimum"] if rec.adapt else len(c.worker_spec)
+                status = "running" if connected >= target else "starting"
+                message = c.problem or ""
+        elif rec.state == "creating":
+            sched = next((p for p in pods if p["role"] == "scheduler"), None)
+            status = "starting" if sched and sched["phase"] == "Running" else "pending"
+        if not message and status in ("pending", "starting"):
+            stuck = next((f"{p['name']}: {p['reason']}: {p['message']}" for p in pods if p["reason"] and p["phase"] != "Running"), "")
+            message = stuck
+        address = c.scheduler_address if rec.state == "ready" else ""
+        return {
+            "id": rec.id,
+            "name": rec.display_name,
+            "template": rec.template,
+            "backend": self.runtime.backend,
+            "status": status,
+            "message": message,
+            "scheduler_address": address or "",
+            "dashboard_link": self._dashboard(c) if rec.state == "ready" else "",
+            "workers": connected,
+            "requested_workers": len(c.worker_spec) if rec.state == "ready" else rec.requested,
+            "cores": sum(w.get("nthreads", 0) for w in workers.values()),
+            "memory": sum(w.get("memory_limit", 0) or 0 for w in workers.values()),
+            "adapt": rec.adapt,
+            "created": rec.created.isoformat(),
+            "pods": pods,
+            "warnings": list(rec.warnings),
+        }
+
+    def _dashboard(self, c: KubeCluster) -> str:
+        from .dashboard import dashboard_link
+
+        try:
+            port = c.scheduler_info["services"]["dashboard"]
+            host = c.scheduler_address.split("://")[1].rsplit(":", 1)[0]
+            return dashboard_link(host, port, base_url=self.base_url)
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError):
+            return ""
+
+    def scheduler_hosts(self) -> set[str]:
+        """Hosts of this user's live schedulers: all the dashboard proxy may reach."""
+        hosts = set()
+        for rec in self.records.values():
+            addr = rec.cluster.scheduler_address if rec.state == "ready" else ""
+            if addr and "://" in addr:
+                hosts.add(addr.split("://")[1].rsplit(":", 1)[0])
+        return hosts
+
+    # -- change ----------------------------------------------------------------------------------
+    def _ready(self, cluster_id: str) -> ClusterRecord:
+        rec = self.get(cluster_id)
+        if rec.state == "creating":
+            raise ApiError(409, f"cluster {cluster_id} is still starting; try again when it runs")
+        if rec.state != "ready":
+            raise ApiError(409, f"cluster {cluster_id} is {rec.state}")
+        return rec
+
+    async def scale(self, cluster_id: str, workers: int) -> dict:
+        rec = self._ready(cluster_id)
+        self._check_limits(workers, rec.cores_per_worker, rec.memory_per_worker, exclude=rec.id)
+        c = rec.cluster
+        if c._adaptive is not None:
+            c._adaptive.stop()
+            c._adaptive = None
+        c.scale(workers)
+        rec.requested, rec.adapt = workers, None
+        await self._save(rec)
+        return self.model(rec)
+
+    async def adapt(self, cluster_id: str, adapt: dict | None) -> dict:
+        rec = self._ready(cluster_id)
+        c = rec.cluster
+        if adapt is None:
+            if c._adaptive is not None:
+                c._adaptive.stop()
+                c._adaptive = None
+            rec.adapt, rec.requested = None, len(c.worker_spec)
+        else:
+            self._check_limits(adapt["maximum"], rec.cores_per_worker, rec.memory_per_worker, exclude=rec.id)
+            c.adapt(minimum=adapt["minimum"], maximum=adapt["maximum"])
+            rec.adapt = adapt
+        await self._save(rec)
+        return self.model(rec)
+
+    async def _save(self, rec: ClusterRecord):
+        """Record requested workers and adapt bounds on the scheduler pod, for re-adoption."""
+        if rec.cluster.deploy_mode != "remote":
+            return
+        ann = scheduler_annotations(rec.template, rec.display_name, rec.requested, rec.adapt, rec.options, rec.created)
+        try:
+            await self.runtime.annotate_pod(rec.cluster.scheduler.name, ann)
+        except (RuntimeAPIError, NotImplementedError) as exc:
+            logger.warning("dask-kube: could not record state of %s: %s", rec.id, exc)
+
+    async def delete(self, cluster_id: str):
+        rec = self.get(cluster_id)
+        if rec.state == "stopping":
+            return
+        rec.state = "stopping"
+        if rec.task and not rec.task.done():
+            rec.task.cancel()
+            with suppress(BaseException):
+                await rec.task
+        try:
+            await rec.cluster.close()
+        finally:
+            self.records.pop(cluster_id, None)
+
+    async def logs(self, cluster_id: str) -> dict[str, str]:
+        rec = self.get(cluster_id)
+        names = sorted(
+            (n for n, p in self.pod_cache.pods.items() if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id),
+            key=lambda n: (not n.endswith("-scheduler"), n),
+        )
+        texts = await asyncio.gather(*(self.runtime.pod_logs(n, tail_lines=2000) for n in names), return_exceptions=True)
+        return {n: (t if isinstance(t, str) else f"(logs unavailable: {_reason(t)})") for n, t in zip(names, texts)}
+
+    def _on_pod_event(self, etype: str, pod: dict):
+        """Idle-timeout ends: the scheduler exits 0 by itself; forget the cluster and clean its pods."""
+        labels = pod["metadata"].get("labels", {})
+        rec = self.records.get(labels.get(LABEL_CLUSTER, ""))
+        if rec is None or labels.get(LABEL_COMPONENT) != "scheduler" or rec.state != "ready":
+            return
+        if self.idle_timeout and pod.get("status", {}).get("phase") == "Succeeded":
+            logger.info("dask-kube: cluster %s shut down after %ss idle", rec.id, self.idle_timeout)
+            rec.state = "stopping"
+            asyncio.get_running_loop().create_task(self.delete(rec.id))
+
+    # -- status ----------------------------------------------------------------------------------
+    async def status(self) -> dict:
+        problems = [f"bad template: {p}" for p in self.template_problems]
+        if self._start_error:
+            problems.append(self._start_error)
+        can_i = getattr(self.runtime, "can_i", None)
+        if can_i is not None:
+            now = time.monotonic()
+            if self._preflight is None or now - self._preflight[0] > PREFLIGHT_TTL:
+                missing = []
+                try:
+                    results = await asyncio.gather(*(can_i(v, r, s) for r, s, v in RBAC_VERBS))
+                    missing = [f"{v} {r}{'/' + s if s else ''}" for (r, s, v), ok in zip(RBAC_VERBS, results) if not ok]
+                    found = [f"missing RBAC permission: {m} in namespace {self.runtime.namespace}" for m in missing]
+                except RuntimeAPIError as exc:
+                    found = [f"Kubernetes API not reachable: {exc.message or exc}"]
+                self._preflight = (now, found)
+            problems.extend(self._preflight[1])
+        if not self.templates:
+            problems.append("no cluster templates are configured")
+        return {
+            "backend": self.runtime.backend,
+            "namespace": self.runtime.namespace,
+            "version": __version__,
+            "problems": problems,
+        }
+
+
+def _reason(exc: BaseException) -> str:
+    """A readable one-line reason from an exception chain (the API's or the pod's own words)."""
+    while isinstance(exc, RuntimeError) and exc.__cause__ is not None and str(exc).startswith("Cluster failed to start"):
+        exc = exc.__cause__
+    if isinstance(exc, RuntimeAPIError):
+        return f"{exc.reason}: {exc.message}" if exc.status else exc.message
+    return str(exc) or type(exc).__name__

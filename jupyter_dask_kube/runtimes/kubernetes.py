@@ -1,0 +1,369 @@
+"""Pod runtime on a Kubernetes API, through the official ``kubernetes`` client.
+
+The client is blocking: every call runs in a small thread pool so the event loop (Jupyter's, or the
+cluster's) never waits on the network. Objects are passed through as the API's JSON (``_preload_content
+=False``), which skips the client's model (de)serialization: it is the hot path when scaling to hundreds
+of pods, and it keeps runtimes interchangeable (see base.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from .base import PodRuntime, RuntimeAPIError, WatchEvent
+
+logger = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# Server-side watch length: short enough that a closed watcher's thread ends soon, long enough to be cheap.
+WATCH_TIMEOUT_SECONDS = 120
+RETRY_DELAYS = (0.1, 0.3, 0.9, 2.0)
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
+        os.path.join(SERVICE_ACCOUNT_DIR, "token")
+    )
+
+
+def kubeconfig_paths() -> list[str]:
+    """Existing kubeconfig files, as the client would look for them (KUBECONFIG, else ~/.kube/config)."""
+    env = os.environ.get("KUBECONFIG")
+    candidates = env.split(os.pathsep) if env else [os.path.expanduser("~/.kube/config")]
+    return [p for p in candidates if p and os.path.isfile(p)]
+
+
+def kubernetes_available() -> bool:
+    """What backend="auto" asks: is there a Kubernetes API configured for this process?"""
+    return in_cluster() or bool(kubeconfig_paths())
+
+
+def _default_namespace(kubeconfig: str | None, context: str | None) -> str:
+    if in_cluster() and not kubeconfig:
+        try:
+            with open(os.path.join(SERVICE_ACCOUNT_DIR, "namespace")) as f:
+                return f.read().strip() or "default"
+        except OSError:
+            return "default"
+    try:
+        contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
+        if context:
+            active = next((c for c in contexts if c["name"] == context), active)
+        return (active or {}).get("context", {}).get("namespace") or "default"
+    except Exception:  # no usable kubeconfig: the client call will say so
+        return "default"
+
+
+def _api_error(exc: BaseException, host: str) -> RuntimeAPIError:
+    """Turn the client's exceptions into the runtime's, keeping the API server's own words."""
+    if isinstance(exc, RuntimeAPIError):
+        return exc
+    if isinstance(exc, ApiException):
+        reason, message = exc.reason or "Error", ""
+        try:
+            body = json.loads(exc.body or "{}")
+            reason = body.get("reason") or reason
+            message = body.get("message") or ""
+        except (TypeError, ValueError):
+            message = (exc.body or "").strip() if isinstance(exc.body, str) else ""
+        return RuntimeAPIError(exc.status or 0, reason, message or str(exc.reason))
+    return RuntimeAPIError(0, "Unreachable", f"Kubernetes API at {host} is unreachable: {exc}")
+
+
+class KubernetesRuntime(PodRuntime):
+    backend = "kubernetes"
+
+    def __init__(
+        self,
+        namespace: str | None = None,
+        *,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        max_threads: int = 16,
+    ):
+        cfg = k8s.Configuration()
+        if kubeconfig or not in_cluster():
+            k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+        else:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        # One pooled connection per thread, so parallel creates do not queue on the pool.
+        cfg.connection_pool_maxsize = max_threads
+        self.host = cfg.host
+        self.api_client = k8s.ApiClient(configuration=cfg)
+        self.core = k8s.CoreV1Api(self.api_client)
+        self.authz = k8s.AuthorizationV1Api(self.api_client)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="k8s-api")
+        self._watches: set[threading.Event] = set()
+        super().__init__(namespace or _default_namespace(kubeconfig, context))
+
+    # -- plumbing --------------------------------------------------------------------------------
+    async def _call(self, fn, *args, retry: bool = True, **kwargs):
+        """Run a blocking client call in the pool; retry transient failures (429, 5xx, unreachable)."""
+        loop = asyncio.get_running_loop()
+        delays = RETRY_DELAYS if retry else ()
+        attempt = 0
+        while True:
+            try:
+                return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+                err = _api_error(exc, self.host)
+                err.attempts = attempt
+                if not err.retriable or attempt >= len(delays):
+                    raise err from None
+                logger.debug("retrying %s after %s", getattr(fn, "__name__", fn), err)
+                await asyncio.sleep(delays[attempt])
+                attempt += 1
+
+    @staticmethod
+    def _json(resp) -> dict:
+        return json.loads(resp.data)
+
+    async def _create(self, create_fn, read_fn, manifest: dict) -> dict:
+        name = manifest.get("metadata", {}).get("name")
+        try:
+            resp = await self._call(create_fn, self.namespace, manifest, _preload_content=False)
+        except RuntimeAPIError as err:
+            # A create retried after a lost answer finds its own object: that is success, not a clash.
+            if err.status == 409 and name and getattr(err, "attempts", 0):
+                return await read_fn(name)
+            raise
+        return self._json(resp)
+
+    # -- pods ------------------------------------------------------------------------------------
+    async def create_pod(self, manifest: dict) -> dict:
+        return await self._create(self.core.create_namespaced_pod, self.read_pod, manifest)
+
+    async def read_pod(self, name: str) -> dict | None:
+        try:
+            resp = await self._call(self.core.read_namespaced_pod, name, self.namespace, _preload_content=False)
+        except RuntimeAPIError as err:
+            if err.status == 404:
+                return None
+            raise
+        return self._json(resp)
+
+    async def list_pods(self, label_selector: str = "") -> list[dict]:
+        return (await self._list_pods_raw(label_selector))["items"]
+
+    async def _list_pods_raw(self, label_selector: str) -> dict:
+        resp = await self._call(
+            self.core.list_namespaced_pod, self.namespace, label_selector=label_selector, _preload_content=False
+        )
+        return self._json(resp)
+
+    async def delete_pod(self, name: str, grace_period_seconds: int | None = None) -> bool:
+        try:
+            await self._call(
+                self.core.delete_namespaced_pod,
+                name,
+                self.namespace,
+                grace_period_seconds=grace_period_seconds,
+                propagation_policy="Background",
+                _preload_content=False,
+            )
+        except RuntimeAPIError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def annotate_pod(self, name: str, annotations: dict[str, str | None]) -> None:
+        await self._call(
+            self.core.patch_namespaced_pod,
+            name,
+            self.namespace,
+            {"metadata": {"annotations": annotations}},
+            _preload_content=False,
+        )
+
+    async def pod_logs(self, name: str, container: str | None = None, tail_lines: int | None = None) -> str:
+        kwargs = {"_preload_content": False}
+        if container:
+            kwargs["container"] = container
+        if tail_lines:
+            kwargs["tail_lines"] = tail_lines
+        resp = await self._call(self.core.read_namespaced_pod_log, name, self.namespace, **kwargs)
+        return resp.data.decode("utf-8", errors="replace")
+
+    async def watch_pods(self, label_selector: str = "", resource_version: str | None = None) -> AsyncIterator[WatchEvent]:
+        """List then watch, resuming from the last resourceVersion; relist on 410 Gone.
+
+        A relist after 410 is diffed against what this watcher has seen, so callers still get one
+        consistent stream of ADDED/MODIFIED/DELETED.
+        """
+        known: dict[str, dict] = {}
+        queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        self._watches.add(stop)
+        holder: dict = {}
+
+        async def relist():
+            listing = await self._list_pods_raw(label_selector)
+            seen = set()
+            events = []
+            for pod in listing["items"]:
+                name = pod["metadata"]["name"]
+                seen.add(name)
+                events.append(WatchEvent("MODIFIED" if name in known else "ADDED", pod))
+            for name in set(known) - seen:
+                events.append(WatchEvent("DELETED", known[name]))
+            return listing["metadata"].get("resourceVersion"), events
+
+        def stream(rv: str):
+            """Blocking: one watch request; pushes ("event", dict) / ("end", rv) / ("error", exc)."""
+            try:
+                resp = self.core.list_namespaced_pod(
+                    self.namespace,
+                    label_selector=label_selector,
+                    watch=True,
+                    resource_version=rv,
+                    timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                    allow_watch_bookmarks=True,
+                    _preload_content=False,
+                    _request_timeout=(10, WATCH_TIMEOUT_SECONDS + 30),
+                )
+                holder["resp"] = resp
+                try:
+                    for line in iter_resp_lines(resp):
+                        if stop.is_set():
+                            break
+                        if line:
+                            loop.call_soon_threadsafe(queue.put_nowait, ("event", json.loads(line)))
+                finally:
+                    resp.release_conn()
+                loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop, which decides
+                if not stop.is_set():
+                    loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+        rv = resource_version
+        failures = 0
+        try:
+            if rv is None:
+                rv, events = await relist()
+                for ev in events:
+                    known[ev.object["metadata"]["name"]] = ev.object
+                    yield ev
+                yield WatchEvent("SYNCED", {})
+            while True:
+                thread = threading.Thread(target=stream, args=(rv,), daemon=True, name="k8s-watch")
+                thread.start()
+                while True:
+                    kind, payload = await queue.get()
+                    if kind == "event":
+                        etype, obj = payload.get("type"), payload.get("object") or {}
+                        if etype == "ERROR":
+                            if obj.get("code") == 410:
+                                rv = None  # too old: relist below
+                            break
+                        new_rv = obj.get("metadata", {}).get("resourceVersion")
+                        if new_rv:
+                            rv = new_rv
+                        if etype == "BOOKMARK":
+                            continue
+                        failures = 0
+                        name = obj["metadata"]["name"]
+                        if etype == "DELETED":
+                            known.pop(name, None)
+                        else:
+                            known[name] = obj
+                        yield WatchEvent(etype, obj)
+                    elif kind == "end":
+                        break
+                    else:  # error: back off, then resume from the last version seen
+                        err = _api_error(payload, self.host)
+                        if err.status == 410:
+                            rv = None
+                        failures += 1
+                        logger.warning("pod watch interrupted (%s); resuming", err)
+                        await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+                        break
+                if rv is None:
+                    rv, events = await relist()
+                    for ev in events:
+                        if ev.type == "DELETED":
+                            known.pop(ev.object["metadata"]["name"], None)
+                        else:
+                            known[ev.object["metadata"]["name"]] = ev.object
+                        yield ev
+        finally:
+            stop.set()
+            self._watches.discard(stop)
+            resp = holder.get("resp")
+            if resp is not None:
+                try:  # unblocks the thread's read at once (urllib3 >= 2.3)
+                    resp.shutdown()
+                except Exception:
+                    pass
+
+    # -- services --------------------------------------------------------------------------------
+    async def create_service(self, manifest: dict) -> dict:
+        return await self._create(self.core.create_namespaced_service, self.read_service, manifest)
+
+    async def read_service(self, name: str) -> dict | None:
+        try:
+            resp = await self._call(self.core.read_namespaced_service, name, self.namespace, _preload_content=False)
+        except RuntimeAPIError as err:
+            if err.status == 404:
+                return None
+            raise
+        return self._json(resp)
+
+    async def list_services(self, label_selector: str = "") -> list[dict]:
+        resp = await self._call(
+            self.core.list_namespaced_service, self.namespace, label_selector=label_selector, _preload_content=False
+        )
+        return self._json(resp)["items"]
+
+    async def delete_service(self, name: str) -> bool:
+        try:
+            await self._call(
+                self.core.delete_namespaced_service, name, self.namespace, _preload_content=False
+            )
+        except RuntimeAPIError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def delete_pods(self, label_selector: str) -> int:
+        pods = await self.list_pods(label_selector)
+        results = await asyncio.gather(*(self.delete_pod(p["metadata"]["name"]) for p in pods))
+        return sum(results)
+
+    # -- permissions -----------------------------------------------------------------------------
+    async def can_i(self, verb: str, resource: str, subresource: str = "") -> bool:
+        """SelfSubjectAccessReview for one verb on one core resource in our namespace."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": self.namespace,
+                    "verb": verb,
+                    "resource": resource,
+                    "subresource": subresource or None,
+                    "group": "",
+                }
+            },
+        }
+        resp = await self._call(self.authz.create_self_subject_access_review, body, _preload_content=False)
+        return bool(self._json(resp).get("status", {}).get("allowed"))
+
+    async def close(self) -> None:
+        for stop in list(self._watches):
+            stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.api_client.close)

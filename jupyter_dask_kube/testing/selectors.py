@@ -1,0 +1,115 @@
+"""Kubernetes label and field selectors (parsing and matching), as the API server reads them."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+__all__ = ["SelectorError", "parse_label_selector", "parse_field_selector", "Matcher"]
+
+Matcher = Callable[[dict], bool]
+
+
+class SelectorError(ValueError):
+    pass
+
+
+_KEY = r"[A-Za-z0-9./_-]+"
+_VALUE = r"[A-Za-z0-9._-]*"
+_SET_RE = re.compile(rf"^\s*({_KEY})\s+(in|notin)\s*\(([^)]*)\)\s*$")
+_EQ_RE = re.compile(rf"^\s*({_KEY})\s*(==|=|!=)\s*({_VALUE})\s*$")
+_EXISTS_RE = re.compile(rf"^\s*(!?)\s*({_KEY})\s*$")
+
+
+def _split_terms(selector: str) -> list[str]:
+    """Split on commas outside parentheses."""
+    terms, depth, cur = [], 0, []
+    for ch in selector:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            terms.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    terms.append("".join(cur))
+    return [t for t in (t.strip() for t in terms) if t]
+
+
+def parse_label_selector(selector: str | None) -> Matcher | None:
+    """A predicate over a labels dict, or None for "everything"."""
+    if not selector or not selector.strip():
+        return None
+    checks: list[Callable[[dict], bool]] = []
+    for term in _split_terms(selector):
+        if m := _SET_RE.match(term):
+            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
+            if op == "in":
+                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+        elif m := _EQ_RE.match(term):
+            key, op, value = m.groups()
+            if op == "!=":
+                checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
+            else:
+                checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif m := _EXISTS_RE.match(term):
+            neg, key = m.groups()
+            if neg:
+                checks.append(lambda labels, k=key: k not in labels)
+            else:
+                checks.append(lambda labels, k=key: k in labels)
+        else:
+            raise SelectorError(f"unable to parse requirement: found '{term}', expected: identifier")
+
+    def match(labels: dict | None) -> bool:
+        labels = labels or {}
+        return all(check(labels) for check in checks)
+
+    return match
+
+
+#: Field selectors the real API server accepts, per resource (plus metadata.name/namespace everywhere).
+FIELD_LABELS = {
+    "pods": {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+             "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs", "status.nominatedNodeName"},
+    "events": {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+               "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
+               "reason", "reportingComponent", "source", "type"},
+    "namespaces": {"status.phase"},
+    "secrets": {"type"},
+}
+
+
+def _get_path(obj: dict, path: str):
+    cur = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def parse_field_selector(selector: str | None, plural: str) -> Callable[[dict], bool] | None:
+    """A predicate over a whole object, or None for "everything"."""
+    if not selector or not selector.strip():
+        return None
+    allowed = {"metadata.name", "metadata.namespace"} | FIELD_LABELS.get(plural, set())
+    checks = []
+    for term in _split_terms(selector):
+        m = re.match(r"^\s*([A-Za-z0-9._]+)\s*(==|=|!=)\s*(.*?)\s*$", term)
+        if not m:
+            raise SelectorError(f"invalid selector: '{selector}'; can't understand '{term}'")
+        field, op, value = m.groups()
+        if field not in allowed:
+            raise SelectorError(f'field label not supported: {field}')
+
+        def check(obj, f=field, v=value, neg=(op == "!=")):
+            got = _get_path(obj, f)
+            got = "" if got is None else (str(got).lower() if isinstance(got, bool) else str(got))
+            return (got != v) if neg else (got == v)
+
+        checks.append(check)
+    return lambda obj: all(c(obj) for c in checks)

@@ -1,0 +1,305 @@
+"""The REST API through a real jupyter_server (pytest-jupyter's jp_fetch), on the local runtime and on
+the emulated Kubernetes API."""
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+import tornado.httpclient
+
+from jupyter_dask_kube.objects import cluster_selector, user_selector
+from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
+from jupyter_dask_kube.runtimes.local import LocalRuntime
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+TEMPLATES = {
+    "tiny": {
+        "display_name": "Tiny (1 thread, 1 GB)",
+        "description": "for tests",
+        "default": True,
+        "workers": 1,
+        "worker": {
+            "kind": "Pod",
+            "spec": {
+                "containers": [
+                    {
+                        "name": "dask",
+                        "image": "ghcr.io/dask/dask:latest",
+                        "args": ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
+                        "resources": {"limits": {"cpu": "1", "memory": "1G"}},
+                    }
+                ]
+            },
+        },
+        "options": [
+            {"name": "cores", "type": "integer", "default": 1, "min": 1, "max": 2},
+            {"name": "memory", "type": "select", "default": "1G", "choices": ["1G", "2G"]},
+        ],
+    }
+}
+
+
+@pytest.fixture(params=["local", "kubernetes"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def username(monkeypatch):
+    # A fresh user per test: clusters of other tests on the shared emulated cluster are someone else's.
+    name = f"u{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("JUPYTERHUB_USER", name)
+    return name
+
+
+@pytest.fixture
+def kube_env(backend, request, monkeypatch):
+    if backend == "kubernetes":
+        emu = request.getfixturevalue("emulated_kubernetes")
+        monkeypatch.setenv("KUBECONFIG", emu.kubeconfig)
+        return emu
+    return None
+
+
+@pytest.fixture
+def jp_server_config(backend, username, kube_env):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_dask_kube": True, "jupyter_server_proxy": True}},
+        "DaskKube": {
+            "backend": backend,
+            "templates": TEMPLATES,
+            "max_workers": 4,
+            "max_clusters": 3,
+            "max_cores": 6,
+        },
+    }
+
+
+async def call(jp_fetch, method, *path, body=None, expect=None):
+    """jp_fetch that returns (status, json) instead of raising on 4xx."""
+    kwargs = {"method": method, "raise_error": False}
+    if body is not None:
+        kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    elif method in ("POST", "PATCH", "PUT"):
+        kwargs["body"] = ""
+    resp = await jp_fetch("dask-kube", "api", *path, **kwargs)
+    data = json.loads(resp.body) if resp.body else None
+    if expect is not None:
+        assert resp.code == expect, (resp.code, data)
+    return resp.code, data
+
+
+async def wait_cluster(jp_fetch, cid, predicate, timeout=120, what="cluster state"):
+    deadline = time.monotonic() + timeout
+    while True:
+        code, model = await call(jp_fetch, "GET", "clusters", cid)
+        if code == 200 and predicate(model):
+            return model
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {code} {model}")
+        await asyncio.sleep(0.2)
+
+
+def make_runtime(backend, emu):
+    return LocalRuntime() if backend == "local" else KubernetesRuntime(emu.namespace, kubeconfig=emu.kubeconfig)
+
+
+@pytest.fixture
+async def other_runtime(backend, kube_env):
+    rt = make_runtime(backend, kube_env)
+    yield rt
+    await rt.close()
+
+
+async def test_templates(jp_fetch, backend):
+    code, data = await call(jp_fetch, "GET", "templates", expect=200)
+    (t,) = data["templates"]
+    assert t["name"] == "tiny" and t["default"] is True and t["backend"] == backend
+    assert t["worker"]["cores"] == 1 and t["worker"]["memory"] == "1G"
+    assert {o["name"] for o in t["options"]} == {"cores", "memory"}
+
+
+async def test_status(jp_fetch, backend):
+    code, data = await call(jp_fetch, "GET", "status", expect=200)
+    assert data["backend"] == backend
+    assert data["namespace"] == "default"
+    assert data["version"]
+    assert data["problems"] == []
+
+
+async def test_cluster_lifecycle(jp_fetch, backend, username, kube_env, other_runtime):
+    code, model = await call(jp_fetch, "POST", "clusters", body={"template": "tiny", "workers": 2, "name": "My analysis"}, expect=201)
+    cid = model["id"]
+    assert model["status"] in ("pending", "starting")
+    assert model["name"] == "My analysis" and model["template"] == "tiny"
+    assert cid.startswith(f"dask-{username}-")
+    model = await wait_cluster(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 2, what="2 workers")
+    assert model["requested_workers"] == 2
+    assert model["scheduler_address"].startswith("tcp://")
+    assert model["cores"] == 2 and model["memory"] >= 2 * 10**9 * 0.9
+    assert "proxy/" in model["dashboard_link"] and model["dashboard_link"].endswith("/status")
+    roles = sorted(p["role"] for p in model["pods"])
+    assert roles == ["scheduler", "worker", "worker"]
+
+    code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+    assert [c["id"] for c in data["clusters"]] == [cid]
+
+    # scale, adapt, adapt off
+    code, model = await call(jp_fetch, "PATCH", "clusters", cid, body={"workers": 3}, expect=200)
+    await wait_cluster(jp_fetch, cid, lambda m: m["workers"] == 3, what="3 workers")
+    code, model = await call(jp_fetch, "PATCH", "clusters", cid, body={"adapt": {"minimum": 1, "maximum": 4}}, expect=200)
+    assert model["adapt"] == {"minimum": 1, "maximum": 4}
+    code, model = await call(jp_fetch, "PATCH", "clusters", cid, body={"adapt": None}, expect=200)
+    assert model["adapt"] is None
+
+    code, data = await call(jp_fetch, "GET", "clusters", cid, "logs", expect=200)
+    sched = [n for n in data["logs"] if n.endswith("-scheduler")]
+    assert sched and "Scheduler at" in data["logs"][sched[0]]
+
+    resp = await jp_fetch("dask-kube", "api", "clusters", cid, method="DELETE")
+    assert resp.code == 204
+    await call(jp_fetch, "GET", "clusters", cid, expect=404)
+    pods = await other_runtime.list_pods(cluster_selector(cid))
+    assert pods == [] or all(p["metadata"].get("deletionTimestamp") for p in pods)
+
+
+BAD_BODIES = [
+    ("not json", b"{nope", 400),
+    ("a list", [], 400),
+    ("workers string", {"workers": "3"}, 400),
+    ("workers negative", {"workers": -1}, 400),
+    ("workers fraction", {"workers": 1.5}, 400),
+    ("workers bool", {"workers": True}, 400),
+    ("workers huge", {"workers": 10**30}, 400),
+    ("workers over limit", {"workers": 5}, 403),
+    ("adapt min > max", {"adapt": {"minimum": 3, "maximum": 1}}, 400),
+    ("adapt not object", {"adapt": 3}, 400),
+    ("adapt over limit", {"adapt": {"minimum": 0, "maximum": 50}}, 403),
+    ("both workers and adapt", {"workers": 1, "adapt": {"minimum": 0, "maximum": 2}}, 400),
+    ("unknown field", {"workerz": 2}, 400),
+    ("unknown template", {"template": "huge"}, 404),
+    ("template not string", {"template": 7}, 400),
+    ("unknown option", {"options": {"gpus": 1}}, 400),
+    ("option over bound", {"options": {"cores": 8}}, 403),
+    ("option wrong type", {"options": {"cores": "many"}}, 400),
+    ("option not a choice", {"options": {"memory": "64G"}}, 403),
+    ("options not object", {"options": [1]}, 400),
+    ("name too long", {"name": "x" * 500}, 400),
+    ("cores over user limit", {"workers": 4, "options": {"cores": 2}}, 403),
+]
+
+
+@pytest.mark.parametrize("label,body,status", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+async def test_bad_create_bodies(jp_fetch, label, body, status, backend, username, other_runtime):
+    code, data = await call(jp_fetch, "POST", "clusters", body=body)
+    assert code == status, data
+    assert isinstance(data["message"], str) and data["message"]
+    code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+    assert data["clusters"] == []
+    assert await other_runtime.list_pods(user_selector(username)) == []
+
+
+async def test_bad_patch_bodies_and_unknown_ids(jp_fetch, backend):
+    await call(jp_fetch, "GET", "clusters", "dask-nobody-123", expect=404)
+    await call(jp_fetch, "DELETE", "clusters", "dask-nobody-123", expect=404)
+    await call(jp_fetch, "GET", "clusters", "dask-nobody-123", "logs", expect=404)
+    await call(jp_fetch, "PATCH", "clusters", "dask-nobody-123", body={"workers": 1}, expect=404)
+    code, model = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
+    cid = model["id"]
+    await wait_cluster(jp_fetch, cid, lambda m: m["status"] == "running", what="running")
+    for body, status in [
+        ({}, 400),
+        ({"workers": 1, "adapt": None}, 400),
+        ({"workers": -2}, 400),
+        ({"workers": 99}, 403),
+        ({"adapt": {"minimum": 2}}, 400),
+        ({"adapt": {"minimum": 0, "maximum": 99}}, 403),
+        ({"replicas": 2}, 400),
+    ]:
+        code, data = await call(jp_fetch, "PATCH", "clusters", cid, body=body)
+        assert code == status and data["message"], (body, code, data)
+    code, data = await call(jp_fetch, "PATCH", "clusters", cid, body=b"[1,")
+    assert code == 400
+    code, model = await call(jp_fetch, "GET", "clusters", cid, expect=200)
+    assert model["requested_workers"] == 0 and model["adapt"] is None
+    await call(jp_fetch, "DELETE", "clusters", cid)
+
+
+async def test_max_clusters(jp_fetch, backend):
+    ids = []
+    for _ in range(3):
+        code, model = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
+        ids.append(model["id"])
+    code, data = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=403)
+    assert "limit is 3" in data["message"]
+    for cid in ids:
+        await wait_cluster(jp_fetch, cid, lambda m: m["status"] in ("running", "failed"), what="settled")
+        resp = await jp_fetch("dask-kube", "api", "clusters", cid, method="DELETE")
+        assert resp.code == 204
+
+
+async def test_unauthenticated_requests_refused(jp_fetch, jp_base_url, jp_http_port, backend):
+    client = tornado.httpclient.AsyncHTTPClient()
+    base = f"http://localhost:{jp_http_port}{jp_base_url}dask-kube/api/"
+    for method, path, body in [
+        ("GET", "clusters", None),
+        ("GET", "templates", None),
+        ("GET", "status", None),
+        ("POST", "clusters", "{}"),
+        ("DELETE", "clusters/x", None),
+        ("PATCH", "clusters/x", "{}"),
+    ]:
+        resp = await client.fetch(base + path, method=method, body=body, raise_error=False, allow_nonstandard_methods=True)
+        assert resp.code in (401, 403), (method, path, resp.code)
+    code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+    assert data["clusters"] == []
+
+
+async def test_other_users_clusters_invisible(jp_fetch, backend, kube_env, other_runtime):
+    """A cluster of another user, in the same namespace: never listed, never reachable by id."""
+    from jupyter_dask_kube import KubeCluster
+
+    other = KubeCluster(
+        TEMPLATES["tiny"]["worker"], runtime=other_runtime, username="mallory", asynchronous=True, n_workers=0
+    )
+    await other
+    try:
+        code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+        assert other.name not in [c["id"] for c in data["clusters"]]
+        await call(jp_fetch, "GET", "clusters", other.name, expect=404)
+        await call(jp_fetch, "PATCH", "clusters", other.name, body={"workers": 1}, expect=404)
+        await call(jp_fetch, "DELETE", "clusters", other.name, expect=404)
+        assert await other_runtime.read_pod(f"{other.name}-scheduler") is not None
+    finally:
+        await other.close()
+
+
+async def test_dashboard_proxy_admits_only_own_schedulers(jp_fetch, backend, other_runtime):
+    code, model = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
+    cid = model["id"]
+    model = await wait_cluster(jp_fetch, cid, lambda m: m["status"] == "running" and m["dashboard_link"], what="running")
+    link = model["dashboard_link"]
+    path = link.split("/proxy/", 1)[1]  # host:port/status
+    resp = await jp_fetch("proxy", *path.split("/"), raise_error=False)
+    assert resp.code == 200 and b"Dask" in resp.body
+    # the same port on a host that is not one of this user's schedulers
+    port = path.split("/")[0].rsplit(":", 1)[1]
+    for host in ("127.0.0.1", "localhost", "127.9.9.9"):
+        resp = await jp_fetch("proxy", f"{host}:{port}", "status", raise_error=False)
+        assert resp.code == 403, host
+    await call(jp_fetch, "DELETE", "clusters", cid)
+
+
+async def test_rbac_preflight_reports_missing_verbs(jp_fetch, backend, kube_env):
+    if backend != "kubernetes":
+        pytest.skip("RBAC exists only on the Kubernetes backend")
+    kube_env.set_faults(forbidden=[["delete", "services"], ["get", "pods/log"]])
+    try:
+        code, data = await call(jp_fetch, "GET", "status", expect=200)
+    finally:
+        kube_env.set_faults()
+    text = "\n".join(data["problems"])
+    assert "delete services" in text and "get pods/log" in text
+    assert "create pods" not in text
