@@ -154,7 +154,7 @@ async def test_scale_up_and_down(make_runtime, process_root):
             result = await client.submit(lambda x: x + 1, 41)
             assert result == 42
             cluster.scale(1)
-            await wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60, what="1 worker")
+            await wait_until(lambda: len(cluster.scheduler_info["workers"]) == 1, 60, what="1 worker")
             await wait_until(lambda: len(pods_of()) == 1, 60, what="1 worker pod")
         # worker names are pod names, so the scheduler and Kubernetes agree on who is who
         assert set(cluster.worker_spec) == {p["metadata"]["name"] for p in pods_of()}
@@ -171,7 +171,7 @@ async def test_adapt_replaces_killed_worker(make_runtime):
             victim = sorted(cluster.worker_spec)[0]
             assert await rt.delete_pod(victim)
             await wait_until(lambda: victim not in cluster.worker_spec, 30, what="lost worker forgotten")
-            names = lambda: {w["name"] for w in client.scheduler_info()["workers"].values()}  # noqa: E731
+            names = lambda: {w["name"] for w in cluster.scheduler_info["workers"].values()}  # noqa: E731
             await wait_until(lambda: len(names()) >= 2 and victim not in names(), 120, what="a replacement worker")
             assert len(cluster.worker_spec) >= 2
 

@@ -93,6 +93,8 @@ class KubernetesRuntime(PodRuntime):
         max_threads: int = 16,
     ):
         cfg = k8s.Configuration()
+        # The client reads KUBECONFIG once, at import: read it now so a later setting counts.
+        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
         if kubeconfig or not in_cluster():
             k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
         else:
