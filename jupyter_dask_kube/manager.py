@@ -62,6 +62,12 @@ class ClusterRecord:
     message: str = ""
     warnings: list = field(default_factory=list)
     task: asyncio.Task | None = None
+    version_task: asyncio.Task | None = None
+
+    def cancel_tasks(self):
+        for t in (self.task, self.version_task):
+            if t is not None and not t.done():
+                t.cancel()
 
     @property
     def id(self) -> str:
@@ -188,8 +194,7 @@ class ClusterManager:
         if detach is None:
             detach = self.runtime.backend == "kubernetes"
         for rec in list(self.records.values()):
-            if rec.task and not rec.task.done():
-                rec.task.cancel()
+            rec.cancel_tasks()
             with suppress(Exception):
                 if detach:
                     await rec.cluster.detach()
@@ -312,7 +317,7 @@ class ClusterManager:
             elif not adopt:
                 c.scale(rec.requested)
             rec.state = "ready"
-            asyncio.create_task(self._check_versions(rec))
+            rec.version_task = asyncio.create_task(self._check_versions(rec))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -347,7 +352,8 @@ class ClusterManager:
         c = rec.cluster
         info = getattr(c, "scheduler_info", None) or {}
         workers = info.get("workers", {}) if isinstance(info, dict) else {}
-        connected = sum(1 for w in workers.values() if w.get("status", "running") == "running")
+        # The worker-status stream records a worker at its "add" (status often still "init"): count them all.
+        connected = len(workers)
         pods = [
             dict(pod_summary(p))
             for p in self.pod_cache.pods.values()
@@ -458,10 +464,11 @@ class ClusterManager:
         if rec.state == "stopping":
             return
         rec.state = "stopping"
-        if rec.task and not rec.task.done():
-            rec.task.cancel()
+        task = rec.task
+        rec.cancel_tasks()
+        if task is not None:
             with suppress(BaseException):
-                await rec.task
+                await task
         try:
             await rec.cluster.close()
         finally:

@@ -20,6 +20,8 @@ from jupyter_dask_kube.objects import cluster_selector
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.runtimes.local import LocalRuntime
 
+pytestmark = pytest.mark.asyncio
+
 SEED_SPEC = Path(__file__).parent / "data" / "worker-spec.yml"
 BACKENDS = ["local", "kubernetes"]
 

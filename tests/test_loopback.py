@@ -17,6 +17,8 @@ from jupyter_dask_kube.runtimes.loopback import (
 )
 
 
+pytestmark = pytest.mark.asyncio
+
 def test_allocate_address_in_range_unique_and_free():
     ips = [allocate_address() for _ in range(50)]
     try:

@@ -8,10 +8,13 @@ import urllib.request
 
 import psutil
 import pytest
+import pytest_asyncio
 
 from jupyter_dask_kube.runtimes import RuntimeAPIError
 from jupyter_dask_kube.runtimes.local import LocalPodRunner, LocalRuntime
 from jupyter_dask_kube.runtimes.localpod import container_argv
+
+pytestmark = pytest.mark.asyncio
 
 PY = sys.executable
 
@@ -30,7 +33,7 @@ async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, wha
         await asyncio.sleep(interval)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def rt():
     runtime = LocalRuntime(backoff_initial=0.05, backoff_max=0.2, memory_poll_interval=0.1)
     try:

@@ -107,10 +107,11 @@ def make_runtime(backend, emu):
 
 
 @pytest.fixture
-async def other_runtime(backend, kube_env):
+def other_runtime(backend, kube_env):
+    """A second client of the same cluster (pytest-jupyter runs tests on its own loop: close on a fresh one)."""
     rt = make_runtime(backend, kube_env)
     yield rt
-    await rt.close()
+    asyncio.run(rt.close())
 
 
 async def test_templates(jp_fetch, backend):
@@ -276,20 +277,30 @@ async def test_other_users_clusters_invisible(jp_fetch, backend, kube_env, other
         await other.close()
 
 
-async def test_dashboard_proxy_admits_only_own_schedulers(jp_fetch, backend, other_runtime):
+async def test_dashboard_proxy_admits_only_own_schedulers(jp_fetch, jp_http_port, jp_auth_header, backend):
     code, model = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
     cid = model["id"]
     model = await wait_cluster(jp_fetch, cid, lambda m: m["status"] == "running" and m["dashboard_link"], what="running")
-    link = model["dashboard_link"]
-    path = link.split("/proxy/", 1)[1]  # host:port/status
-    resp = await jp_fetch("proxy", *path.split("/"), raise_error=False)
-    assert resp.code == 200 and b"Dask" in resp.body
-    # the same port on a host that is not one of this user's schedulers
-    port = path.split("/")[0].rsplit(":", 1)[1]
+    link = model["dashboard_link"]  # {base_url}proxy/{host}:{port}/status
+    assert link.startswith("/") and "/proxy/" in link
+    client = tornado.httpclient.AsyncHTTPClient()
+    server = f"http://localhost:{jp_http_port}"
+    # jp_fetch would escape the ":" of host:port, so fetch the link as a browser would
+    resp = await client.fetch(server + link, headers=jp_auth_header, raise_error=False)
+    assert resp.code == 200 and b"Dask" in resp.body, resp.code
+    host_port = link.split("/proxy/", 1)[1].split("/")[0]
+    port = host_port.rsplit(":", 1)[1]
     for host in ("127.0.0.1", "localhost", "127.9.9.9"):
-        resp = await jp_fetch("proxy", f"{host}:{port}", "status", raise_error=False)
-        assert resp.code == 403, host
+        other = link.replace(host_port, f"{host}:{port}")
+        resp = await client.fetch(server + other, headers=jp_auth_header, raise_error=False)
+        assert resp.code == 403, (host, resp.code)
+    # the owner's dashboard without credentials: refused too
+    resp = await client.fetch(server + link, raise_error=False, follow_redirects=False)
+    assert resp.code in (302, 401, 403), resp.code
     await call(jp_fetch, "DELETE", "clusters", cid)
+    # once the cluster is gone its host is no longer admitted
+    resp = await client.fetch(server + link, headers=jp_auth_header, raise_error=False)
+    assert resp.code == 403
 
 
 async def test_rbac_preflight_reports_missing_verbs(jp_fetch, backend, kube_env):

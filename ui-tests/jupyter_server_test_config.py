@@ -1,0 +1,82 @@
+"""Server config for the UI tests: a real `jupyter lab` under a non-root base_url.
+
+The server extension is the real one, on the local runtime (real dask processes).
+"""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+c = get_config()  # noqa: F821
+
+HERE = Path(__file__).parent
+root = Path(tempfile.mkdtemp(prefix="dask-kube-ui-"))
+state = Path(tempfile.mkdtemp(prefix="dask-kube-ui-state-"))  # settings, workspaces: outside root_dir
+
+c.ServerApp.root_dir = str(root)
+c.ServerApp.open_browser = False
+c.ServerApp.allow_root = True
+c.ServerApp.ip = "127.0.0.1"
+c.IdentityProvider.token = ""
+c.ServerApp.password = ""
+c.ServerApp.disable_check_xsrf = False
+c.FileContentsManager.delete_to_trash = False
+c.LabApp.expose_app_in_browser = True
+
+# no "Jupyter news" popup over the screenshots
+overrides = state / "lab_settings"
+overrides.mkdir()
+(overrides / "overrides.json").write_text(
+    json.dumps({"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}})
+)
+c.LabApp.app_settings_dir = str(overrides)
+c.LabApp.user_settings_dir = str(state / "user_settings")
+c.LabApp.workspaces_dir = str(state / "workspaces")
+
+# keep dask from writing ~/.config/dask
+os.environ.setdefault("DASK_CONFIG", str(state / "dask"))
+
+c.ServerApp.jpserver_extensions = {"jupyter_dask_kube": True}
+
+# --- the server extension (jupyter_dask_kube.extension) --------------------------------
+c.DaskKube.backend = "local"
+c.DaskKube.max_workers = 4
+c.DaskKube.default_template = "tiny"
+c.DaskKube.templates = {
+    "tiny": {
+        "name": "tiny",
+        "display_name": "Tiny (1 thread, 1 GB workers)",
+        "description": "Local processes for the UI tests.",
+        "default": True,
+        "workers": 2,
+        "worker": {
+            "kind": "Pod",
+            "metadata": {"labels": {"purpose": "ui-tests"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "dask-worker",
+                        "image": "ghcr.io/dask/dask:latest",
+                        "args": [
+                            "dask-worker",
+                            "--nthreads", "1",
+                            "--no-dashboard",
+                            "--memory-limit", "1GB",
+                            "--no-nanny",
+                            "--death-timeout", "60",
+                        ],
+                        "resources": {
+                            "limits": {"cpu": "1", "memory": "1G"},
+                            "requests": {"cpu": "1", "memory": "1G"},
+                        },
+                    }
+                ],
+            },
+        },
+        "options": [
+            {"name": "cores", "label": "Cores per worker", "type": "float",
+             "default": 1, "min": 1, "max": 2},
+        ],
+    }
+}

@@ -1,0 +1,204 @@
+import { expect, Locator, Page, test } from '@playwright/test';
+import * as path from 'path';
+
+/**
+ * The Dask Clusters sidebar against a real `jupyter lab` (base_url
+ * /user/tester/) with the server extension configured by
+ * ../jupyter_server_test_config.py (local backend, template "tiny",
+ * max_workers 4): real dask processes behind every step.
+ */
+// the README shows this screenshot
+const SCREENSHOT = path.resolve(__dirname, '..', '..', 'docs', 'panel.png');
+const START = 120_000; // workers on 2 busy cores
+
+declare global {
+  interface Window {
+    jupyterapp: any;
+  }
+}
+
+async function openLab(page: Page): Promise<void> {
+  await page.goto('lab');
+  await page.waitForSelector('#jupyterlab-splash', { state: 'detached', timeout: 90_000 });
+  await page.evaluate(async () => {
+    await window.jupyterapp.restored;
+  });
+}
+
+async function openPanel(page: Page): Promise<Locator> {
+  await page.evaluate(async () => {
+    await window.jupyterapp.commands.execute('dask-kube:open-panel');
+  });
+  const panel = page.locator('#dask-kube-sidebar');
+  await expect(panel).toBeVisible();
+  await expect(panel.getByRole('heading', { name: 'Dask Clusters' })).toBeVisible();
+  return panel;
+}
+
+function cards(panel: Locator): Locator {
+  return panel.locator('.dask-kube-ClusterCard');
+}
+
+test.describe('without the server extension', () => {
+  test('the panel shows a clear error state', async ({ page }) => {
+    await page.route('**/dask-kube/api/**', route =>
+      route.fulfill({ status: 404, contentType: 'text/html', body: '<html>404: Not Found</html>' })
+    );
+    await openLab(page);
+    const panel = await openPanel(page);
+    await expect(panel.locator('.dask-kube-StatusLine')).toContainText(
+      'Dask Kube server extension not reachable: 404'
+    );
+  });
+});
+
+test.describe.serial('cluster lifecycle', () => {
+  let page: Page;
+  let panel: Locator;
+
+  test.beforeAll(async ({ browser }) => {
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await openLab(page);
+    panel = await openPanel(page);
+  });
+
+  test.afterAll(async () => {
+    // leave nothing running if a step failed half-way
+    try {
+      const base = page.url().split('/lab')[0];
+      const list = await page.request.get(`${base}/dask-kube/api/clusters`, { timeout: 10_000 });
+      if (list.ok()) {
+        const xsrf = (await page.context().cookies()).find(c => c.name === '_xsrf')?.value ?? '';
+        for (const c of (await list.json()).clusters ?? []) {
+          await page.request.delete(`${base}/dask-kube/api/clusters/${c.id}`, {
+            headers: { 'X-XSRFToken': xsrf },
+            timeout: 10_000
+          });
+        }
+      }
+    } catch (error) {
+      console.warn('cleanup of clusters failed:', error);
+    }
+    await page.close();
+  });
+
+  test('status line shows backend and namespace', async () => {
+    await expect(panel.locator('.dask-kube-StatusLine')).toContainText('Backend:', { timeout: 60_000 });
+    await expect(panel.locator('.dask-kube-StatusLine')).not.toContainText('not reachable');
+  });
+
+  test('a forbidden value shows the server message', async () => {
+    await expect(panel.getByRole('button', { name: 'Create cluster' })).toBeEnabled();
+    await panel.getByLabel('Adapt to the load').uncheck();
+    await panel.getByLabel('Workers', { exact: true }).fill('50');
+    await panel.getByRole('button', { name: 'Create cluster' }).click();
+    const error = panel.locator('.dask-kube-CreateForm .dask-kube-error');
+    await expect(error).toBeVisible();
+    // the server's own words, e.g. "workers: 50 is above the maximum 4 allowed"
+    await expect(error).toContainText('50');
+    await expect(error).toContainText('4');
+    await expect(cards(panel)).toHaveCount(0);
+  });
+
+  test('create from the template with 2 workers reaches running 2/2', async () => {
+    await panel.getByLabel('Workers', { exact: true }).fill('2');
+    await panel.getByRole('button', { name: 'Create cluster' }).click();
+    await expect(panel.locator('.dask-kube-CreateForm .dask-kube-error')).toHaveCount(0);
+    const card = cards(panel).first();
+    await expect(cards(panel)).toHaveCount(1);
+    await expect(card.locator('.dask-kube-badge-status')).toHaveText('running', { timeout: START });
+    await expect(card.locator('.dask-kube-workers')).toHaveText('2/2 workers', { timeout: START });
+  });
+
+  test('scale to 3 shows 3/3', async () => {
+    const card = cards(panel).first();
+    await card.getByRole('button', { name: /^Scale / }).click();
+    const dialog = page.locator('.jp-Dialog');
+    await expect(dialog).toBeVisible();
+    await dialog.getByLabel('Workers', { exact: true }).fill('3');
+    await dialog.getByRole('button', { name: 'Apply scaling' }).click();
+    await expect(dialog).toHaveCount(0);
+    await expect(card.locator('.dask-kube-workers')).toHaveText('3/3 workers', { timeout: START });
+    await expect(card.locator('.dask-kube-badge-status')).toHaveText('running', { timeout: START });
+  });
+
+  test('switch to adapt (1..3) shows the adapt badge', async () => {
+    const card = cards(panel).first();
+    await card.getByRole('button', { name: /^Scale / }).click();
+    const dialog = page.locator('.jp-Dialog');
+    await dialog.getByLabel('Adapt to the load').check();
+    await dialog.getByLabel('Minimum workers').fill('1');
+    await dialog.getByLabel('Maximum workers').fill('3');
+    await dialog.getByRole('button', { name: 'Apply scaling' }).click();
+    await expect(dialog).toHaveCount(0);
+    await expect(card.locator('.dask-kube-badge-adapt')).toHaveText('adapt 1–3', { timeout: 60_000 });
+  });
+
+  test('logs open in the main area with scheduler text', async () => {
+    const card = cards(panel).first();
+    await card.getByRole('button', { name: /^Logs of / }).click();
+    const logs = page.locator('.dask-kube-LogsView');
+    await expect(logs).toBeVisible();
+    await expect(logs.locator('.dask-kube-LogsView-pod').first()).toContainText(/scheduler/i, {
+      timeout: 60_000
+    });
+    await expect(logs.locator('pre').first()).not.toHaveText('');
+    await page.getByRole('button', { name: 'Refresh' }).first().click();
+    await expect(logs.locator('.dask-kube-LogsView-info')).toContainText('Logs of');
+  });
+
+  test('drag the card into a notebook, run it, see the client', async () => {
+    await page.evaluate(async () => {
+      await window.jupyterapp.commands.execute('notebook:create-new', { kernelName: 'python3' });
+    });
+    const notebook = page.locator('.jp-NotebookPanel:visible');
+    await expect(notebook.locator('.jp-Cell').first()).toBeVisible({ timeout: 60_000 });
+    await openPanel(page);
+    const card = cards(panel).first();
+    const source = await card.locator('.dask-kube-ClusterCard-name').boundingBox();
+    const target = await notebook.locator('.jp-Cell').first().boundingBox();
+    expect(source && target).toBeTruthy();
+    await page.mouse.move(source!.x + 10, source!.y + 5);
+    await page.mouse.down();
+    await page.mouse.move(source!.x + 40, source!.y + 20, { steps: 5 });
+    await page.mouse.move(target!.x + 60, target!.y + target!.height / 2, { steps: 10 });
+    await page.mouse.up();
+    const inserted = notebook.locator('.jp-CodeCell').first();
+    await expect(inserted.locator('.jp-InputArea')).toContainText('from dask.distributed import Client');
+    await expect(inserted.locator('.jp-InputArea')).toContainText('client = Client("tcp://');
+    await expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).toBeVisible({
+      timeout: 90_000
+    });
+    await page.evaluate(async () => {
+      await window.jupyterapp.commands.execute('notebook:run-cell');
+    });
+    await expect(inserted.locator('.jp-OutputArea-output')).toContainText('Workers', { timeout: START });
+  });
+
+  test('insert-client command adds a cell below the active one', async () => {
+    const notebook = page.locator('.jp-NotebookPanel:visible');
+    const before = await notebook.locator('.jp-Cell').count();
+    await page.evaluate(async () => {
+      await window.jupyterapp.commands.execute('dask-kube:insert-client');
+    });
+    await expect(notebook.locator('.jp-Cell')).toHaveCount(before + 1);
+  });
+
+  test('screenshot of the panel with a running cluster', async () => {
+    await openPanel(page);
+    const card = cards(panel).first();
+    await expect(card.locator('.dask-kube-badge-status')).toHaveText('running', { timeout: START });
+    await panel.screenshot({ path: SCREENSHOT });
+  });
+
+  test('shutdown with confirm: stopping, then gone', async () => {
+    const card = cards(panel).first();
+    await card.getByRole('button', { name: /^Shut down / }).click();
+    const dialog = page.locator('.jp-Dialog');
+    await expect(dialog).toContainText('Shut down cluster?');
+    await dialog.getByRole('button', { name: 'Confirm shutdown' }).click();
+    await expect(card).toHaveAttribute('data-status', 'stopping');
+    await expect(cards(panel)).toHaveCount(0, { timeout: 90_000 });
+    await expect(panel.locator('.dask-kube-empty').last()).toHaveText('No clusters yet.');
+  });
+});
