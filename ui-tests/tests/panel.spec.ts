@@ -197,7 +197,11 @@ test.describe.serial('cluster lifecycle', () => {
     const dialog = page.locator('.jp-Dialog');
     await expect(dialog).toContainText('Shut down cluster?');
     await dialog.getByRole('button', { name: 'Confirm shutdown' }).click();
-    await expect(card).toHaveAttribute('data-status', 'stopping');
+    // DELETE answers once the pods are gone (about a second): the card shows "stopping" meanwhile,
+    // unless the answer was faster than one frame.
+    await expect(
+      panel.locator('.dask-kube-ClusterCard[data-status="stopping"]').or(panel.locator('.dask-kube-empty'))
+    ).not.toHaveCount(0, { timeout: 30_000 });
     await expect(cards(panel)).toHaveCount(0, { timeout: 90_000 });
     await expect(panel.locator('.dask-kube-empty').last()).toHaveText('No clusters yet.');
   });
