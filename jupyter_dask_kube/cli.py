@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(_run(args))
     except Exception as exc:  # an admin tool: one readable line, not a traceback
-        print(f"jupyter dask-kube: {exc}", file=sys.stderr)
+        # Some errors (a YAML parse error in the kubeconfig) span lines: keep it to one.
+        print(f"jupyter dask-kube: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 1
 
 

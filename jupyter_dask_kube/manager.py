@@ -117,6 +117,7 @@ class ClusterManager:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._start_error: str | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self):
@@ -491,8 +492,13 @@ class ClusterManager:
             return
         if self.idle_timeout and pod.get("status", {}).get("phase") == "Succeeded":
             logger.info("dask-kube: cluster %s shut down after %ss idle", rec.id, self.idle_timeout)
-            rec.state = "stopping"
-            asyncio.get_running_loop().create_task(self.delete(rec.id))
+            self._background(self.delete(rec.id))
+
+    def _background(self, coro):
+        """Run a coroutine after this event; keep a reference so it is not garbage-collected mid-way."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- status ----------------------------------------------------------------------------------
     async def status(self) -> dict:

@@ -314,3 +314,35 @@ async def test_rbac_preflight_reports_missing_verbs(jp_fetch, backend, kube_env)
     text = "\n".join(data["problems"])
     assert "delete services" in text and "get pods/log" in text
     assert "create pods" not in text
+
+
+async def test_openapi_document_served(jp_fetch, backend):
+    import yaml
+
+    resp = await jp_fetch("dask-kube", "api", "openapi.yaml")
+    doc = yaml.safe_load(resp.body)
+    paths = set(doc["paths"])
+    assert {
+        "/dask-kube/api/templates",
+        "/dask-kube/api/clusters",
+        "/dask-kube/api/clusters/{id}",
+        "/dask-kube/api/clusters/{id}/logs",
+        "/dask-kube/api/status",
+    } <= paths
+    cluster_fields = set(doc["components"]["schemas"]["Cluster"]["required"])
+    assert {"id", "status", "workers", "requested_workers", "pods", "warnings", "dashboard_link"} <= cluster_fields
+
+
+def test_shipped_role_grants_what_the_preflight_checks():
+    """deploy/rbac.yaml and the status preflight must agree, or admins get false alarms."""
+    from pathlib import Path
+
+    import yaml
+
+    from jupyter_dask_kube.manager import RBAC_VERBS
+
+    docs = list(yaml.safe_load_all((Path(__file__).parents[1] / "deploy" / "rbac.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "Role")
+    granted = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    for resource, sub, verb in RBAC_VERBS:
+        assert (f"{resource}/{sub}" if sub else resource, verb) in granted

@@ -115,9 +115,20 @@ class KubernetesRuntime(PodRuntime):
         loop = asyncio.get_running_loop()
         delays = RETRY_DELAYS if retry else ()
         attempt = 0
+
+        def run():
+            resp = fn(*args, **kwargs)
+            # With _preload_content=False the body is still on the socket: read it here, in the pool
+            # thread. Unread (deletes) or read later on the event loop (JSON), the connection stays out
+            # of the pool, so the next call opens a new TCP connection (184 connects for 200 deletes,
+            # benchmarks/control_plane.py) and the event loop does blocking socket reads.
+            if kwargs.get("_preload_content") is False:
+                getattr(resp, "data", None)  # cached by urllib3: later .data reads cost nothing
+            return resp
+
         while True:
             try:
-                return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+                return await loop.run_in_executor(self._pool, run)
             except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
                 err = _api_error(exc, self.host)
                 err.attempts = attempt
