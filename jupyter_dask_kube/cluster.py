@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import json
 import logging
 import time
@@ -132,10 +133,9 @@ class KubeAdaptive(Adaptive):
     """Adaptive that respects the cluster's crash-loop guard (no scale-up while workers keep failing)."""
 
     async def scale_up(self, n):
-        c = self.cluster
-        if c.failing:
-            n = min(n, len(c.worker_spec))
-        return await super().scale_up(n)
+        f = self.cluster._scale(n)  # not scale(): that is a user's request and resets the guard
+        if inspect.isawaitable(f):
+            await f
 
 
 class KubeCluster(SpecCluster):
@@ -385,7 +385,7 @@ class KubeCluster(SpecCluster):
                 logger.error("cluster %s: %s", self.name, self.problem)
             return
         if self._adaptive is None or not self._adaptive.periodic_callback:
-            self.scale(self._requested)  # keep the requested count; Adaptive handles its own minimum
+            self._scale(self._requested)  # keep the requested count; Adaptive handles its own minimum
 
     async def _delete_quietly(self, name: str):
         with suppress(Exception):
@@ -400,19 +400,23 @@ class KubeCluster(SpecCluster):
             await self.runtime.delete_service(service_name(self.name))
 
     def scale(self, n=0, memory=None, cores=None):
+        """Ask for n workers (clamped to kubernetes.count.max). A user's request: after a crash loop,
+        asking again is how to retry."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError(f"scale() needs a whole number of workers >= 0, not {n!r}")
+        self.failing = False
+        self._failures.clear()
+        return self._scale(n, memory=memory, cores=cores)
+
+    def _scale(self, n, memory=None, cores=None):
+        """Scale for the cluster itself (replacements, Adaptive): holds while workers keep failing."""
         maximum = dask.config.get("kubernetes.count.max", None)
         if maximum is not None and n > maximum:
             logger.info("cluster %s: scale(%d) clamped to kubernetes.count.max=%d", self.name, n, maximum)
             n = maximum
-        if n > len(self.worker_spec):
-            if self.failing and self._requested == n:
-                n = len(self.worker_spec)  # a replacement while crash-looping: hold
-            else:
-                self.failing = False
-                self._failures.clear()
         self._requested = n
+        if self.failing and n > len(self.worker_spec):
+            n = len(self.worker_spec)
         return super().scale(n, memory=memory, cores=cores)
 
     def adapt(self, *args, minimum: int = 0, maximum: float = float("inf"), **kwargs):
@@ -424,6 +428,13 @@ class KubeCluster(SpecCluster):
         self.failing = False
         self._failures.clear()
         return super().adapt(*args, minimum=minimum, maximum=maximum, Adaptive=KubeAdaptive, **kwargs)
+
+    def stop_adapting(self):
+        """Turn adapt off and keep the workers there are now as the requested count."""
+        if self._adaptive is not None:
+            self._adaptive.stop()
+            self._adaptive = None
+        self._requested = len(self.worker_spec)
 
     @property
     def requested_workers(self) -> int:

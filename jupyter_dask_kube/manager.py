@@ -427,9 +427,7 @@ class ClusterManager:
         rec = self._ready(cluster_id)
         self._check_limits(workers, rec.cores_per_worker, rec.memory_per_worker, exclude=rec.id)
         c = rec.cluster
-        if c._adaptive is not None:
-            c._adaptive.stop()
-            c._adaptive = None
+        c.stop_adapting()
         c.scale(workers)
         rec.requested, rec.adapt = workers, None
         await self._save(rec)
@@ -439,9 +437,7 @@ class ClusterManager:
         rec = self._ready(cluster_id)
         c = rec.cluster
         if adapt is None:
-            if c._adaptive is not None:
-                c._adaptive.stop()
-                c._adaptive = None
+            c.stop_adapting()
             rec.adapt, rec.requested = None, len(c.worker_spec)
         else:
             self._check_limits(adapt["maximum"], rec.cores_per_worker, rec.memory_per_worker, exclude=rec.id)

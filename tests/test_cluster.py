@@ -242,3 +242,47 @@ async def test_bad_arguments():
         KubeCluster({"kind": "Pod", "spec": {"containers": []}}, runtime=LocalRuntime(), asynchronous=True)
     with pytest.raises(ValueError, match="backend"):
         KubeCluster(small_pod(), backend="mesos", asynchronous=True)
+
+
+async def test_stuck_workers_fail_wait_for_workers_with_reason(make_runtime, backend):
+    """Workers that cannot start (image pull on Kubernetes, a missing executable locally) are reported
+    with their reason within seconds instead of hanging (classic dask-kubernetes #404)."""
+    rt = make_runtime()
+    if backend == "kubernetes":
+        # the scheduler gets a pullable image; only the workers' image is missing
+        pod = small_pod(image="registry.example/doesnotexist:1")
+        sched = small_pod(args=["dask-scheduler"])
+        expected = ("ImagePullBackOff", "ErrImagePull")
+    else:
+        pod = small_pod(args=["dask-wurker-typo"])
+        sched = None
+        expected = ("StartError", "keep failing")
+    async with KubeCluster(pod, scheduler_pod_template=sched, runtime=rt, asynchronous=True) as cluster:
+        cluster.scale(2)
+        start = time.monotonic()
+        with pytest.raises(PodStartError) as info:
+            await cluster._wait_for_workers(2, timeout=120)
+        assert time.monotonic() - start < 60
+        assert any(word in str(info.value) for word in expected), str(info.value)
+        if backend == "kubernetes":  # stuck pods stay, with their reason
+            assert all("ImagePull" in p or "ErrImage" in p for p in cluster.pod_problems().values())
+            assert len(cluster.pod_problems()) == 2
+        else:  # failed pods are removed; the guard says why
+            assert cluster.failing and "executable file not found" in cluster.problem
+
+
+async def test_crashing_workers_are_not_replaced_forever(make_runtime):
+    rt = make_runtime()
+    crash = small_pod(command=["python", "-c", "import sys; sys.exit(3)"], args=[])
+    sched = small_pod(args=["dask-scheduler"])
+    async with KubeCluster(crash, scheduler_pod_template=sched, runtime=rt, asynchronous=True) as cluster:
+        cluster.scale(2)
+        await wait_until(lambda: cluster.failing, 90, what="the crash-loop guard")
+        assert "keep failing" in cluster.problem and "exited with code 3" in cluster.problem
+        made = len(cluster._failures)
+        assert made >= 5
+        # no more replacements once the guard tripped
+        await asyncio.sleep(0)  # let pending callbacks run
+        snapshot = set(cluster.pod_cache.pods)
+        await wait_until(lambda: not [n for n in cluster.worker_spec], 30, what="no live worker specs")
+        assert set(cluster.pod_cache.pods) <= snapshot | {f"{cluster.name}-scheduler"}
