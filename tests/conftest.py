@@ -14,3 +14,18 @@ os.environ.pop("KUBECONFIG", None) if not os.environ.get("JDK_TEST_REAL_KUBECONF
 os.environ.setdefault("JUPYTERHUB_USER", "tester")
 
 pytest_plugins = ["jupyter_dask_kube.testing.fixtures"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run long soak loops (marked slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="soak loop: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -302,8 +302,13 @@ async def make_python_cluster(kubeconfig: str, user: str) -> str:
 def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_kubernetes, kube):
     user, env = restart_env
     ns = emulated_kubernetes.namespace
+    t0 = time.monotonic()
+
+    def step(what):  # shown with -s, and in the captured output of a failure
+        print(f"[{time.monotonic() - t0:6.1f}s] {what}", flush=True)
 
     # -- server A: two clusters from the template, one switched to adapt ------------------------------
+    step("start server A")
     a = servers("A")
     _, c1 = a.call("POST", "clusters", body={"template": "tiny", "workers": 2, "name": "first"}, expect=201)
     _, c2 = a.call("POST", "clusters", body={"template": "tiny", "workers": 1, "name": "second"}, expect=201)
@@ -313,14 +318,17 @@ def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_ku
         id1: {"template": "tiny", "workers": 2, "requested_workers": 2, "adapt": None},
         id2: {"template": "tiny", "workers": 1, "requested_workers": 1, "adapt": None},
     })
+    step("both clusters running")
     _, m2 = a.call("PATCH", "clusters", id2, body={"adapt": {"minimum": 1, "maximum": 3}}, expect=200)
     assert m2["adapt"] == {"minimum": 1, "maximum": 3}
 
     # -- a cluster made from Python by the same user (remote scheduler, 1 worker) ---------------------
+    step("make a cluster from Python")
     py_id = asyncio.run(make_python_cluster(emulated_kubernetes.kubeconfig, user))
     assert py_id not in (id1, id2)
 
     # 3 schedulers + 2 + 1 + 1 workers; adapt {1, 3} with no work keeps its one worker
+    step("wait for 7 running pods")
     before = stable_pods(kube, ns, user, 7)
     time.sleep(3)  # a few adaptive intervals: nothing may change on its own
     assert user_pods(kube, ns, user) == before
@@ -333,10 +341,13 @@ def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_ku
     }
 
     # -- SIGKILL: no chance to clean up or to detach --------------------------------------------------
+    step("SIGKILL server A")
     assert a.kill(signal.SIGKILL) == -signal.SIGKILL
     assert user_pods(kube, ns, user) == before, "killing the server changed the pods"
 
+    step("start server B")
     b = servers("B")
+    step("server B up; waiting for the re-adopted clusters")
     listed = expect_clusters(b, want)
     assert listed[id1]["scheduler_address"] and listed[id1]["dashboard_link"]
     assert sorted(p["role"] for p in listed[id1]["pods"]) == ["scheduler", "worker", "worker"]
@@ -347,18 +358,22 @@ def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_ku
     expect_clusters(b, want, timeout=10)
 
     # -- SIGTERM: a graceful stop on the kubernetes backend detaches, leaving the clusters running ------
+    step("SIGTERM server B")
     code = b.kill(signal.SIGTERM, timeout=60)
     assert code is not None and code in (0, -signal.SIGTERM), f"server B exit code {code}:\n{b.log()}"
     time.sleep(2)
     assert user_pods(kube, ns, user) == before, "a graceful server stop changed the pods"
     assert sorted(user_services(kube, ns, user)) == services_before
 
+    step("start server C")
     c = servers("C")
+    step("server C up; waiting for the re-adopted clusters")
     expect_clusters(c, want)
     time.sleep(3)
     assert user_pods(kube, ns, user) == before, "re-adoption after SIGTERM changed the pods"
 
     # -- the adopted clusters are fully managed: scale, then delete all three ------------------------
+    step("scale the first cluster to 3")
     _, m1 = c.call("PATCH", "clusters", id1, body={"workers": 3}, expect=200)
     assert m1["requested_workers"] == 3 and m1["adapt"] is None
     want[id1].update(workers=3, requested_workers=3)
@@ -367,6 +382,7 @@ def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_ku
     assert set(before) < set(after_scale) and len(after_scale) == len(before) + 1
     assert all(after_scale[n][0] == before[n][0] for n in before), "scaling replaced existing pods"
 
+    step("delete the three clusters")
     for cid in (id1, id2, py_id):
         code, _ = c.call("DELETE", "clusters", cid)
         assert code == 204, (cid, code, c.log())
@@ -376,6 +392,8 @@ def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_ku
     wait_for(lambda: not user_services(kube, ns, user) or Pending(repr(user_services(kube, ns, user))), GONE,
              "every service of the user to be gone")
     # and a server started now finds nothing to adopt
+    step("all gone; start server D")
     c.kill(signal.SIGKILL)
     d = servers("D")
     assert d.clusters() == {}
+    step("done")

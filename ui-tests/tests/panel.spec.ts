@@ -184,6 +184,26 @@ test.describe.serial('cluster lifecycle', () => {
     await expect(notebook.locator('.jp-Cell')).toHaveCount(before + 1);
   });
 
+  test('the dashboard opens through the proxy, websockets included', async () => {
+    const card = cards(panel).first();
+    const [dashboard] = await Promise.all([
+      page.context().waitForEvent('page'),
+      card.getByRole('button', { name: /^Dashboard of / }).click()
+    ]);
+    // Bokeh streams the plots over a websocket: it must pass through jupyter-server-proxy too
+    const socket = await dashboard.waitForEvent('websocket', {
+      predicate: ws => ws.url().includes('/proxy/'),
+      timeout: 60_000
+    });
+    await socket.waitForEvent('framereceived', { timeout: 60_000 });
+    expect(dashboard.url()).toContain('/user/tester/proxy/');
+    expect(dashboard.url()).toContain('/status');
+    await expect(dashboard.locator('.bk-root, .bk-Figure, [data-root-id]').first()).toBeAttached({
+      timeout: 60_000
+    });
+    await dashboard.close();
+  });
+
   test('screenshot of the panel with a running cluster', async () => {
     await openPanel(page);
     const card = cards(panel).first();
