@@ -43,7 +43,7 @@ from .objects import (
 )
 from .podcache import PodCache
 from .podstatus import is_running, is_terminal, pod_problem
-from .runtimes import PodRuntime, make_runtime
+from .runtimes import PodRuntime, RuntimeAPIError, make_runtime
 from .templates import load_pod, template_from_dask_config
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,10 @@ class SchedulerPod(ProcessInterface):
     def cluster(self) -> KubeCluster:
         return self._cluster()
 
-    async def start(self):
+    async def create(self):
+        """Make (or, adopting, find) the pod and Service: from then on ``address`` is known."""
+        if self.address:
+            return
         c = self.cluster
         rt = c.runtime
         if self.adopt:
@@ -91,16 +94,16 @@ class SchedulerPod(ProcessInterface):
         ip = svc.get("spec", {}).get("clusterIP")
         host = ip if ip and ip != "None" else f"{svc['metadata']['name']}.{rt.namespace}"
         self.address = f"tcp://{host}:{SCHEDULER_PORT}"
-        await c._wait_scheduler_ready(self.name, self.address)
+
+    async def start(self):
+        await self.create()
+        await self.cluster._wait_scheduler_ready(self.name, self.address)
         await super().start()
 
     async def close(self):
         c = self.cluster
         if c is not None and c._delete_on_close:
-            with suppress(Exception):
-                await c.runtime.delete_service(service_name(c.name))
-            with suppress(Exception):
-                await c.runtime.delete_pod(self.name, grace_period_seconds=1)
+            await c._delete_everything()
         await super().close()
 
 
@@ -117,8 +120,15 @@ class WorkerPod(ProcessInterface):
     async def start(self):
         c = self._cluster()
         if not self.adopt:
-            await c.runtime.create_pod(c._worker_manifest(self.name, self.scheduler))
-        await super().start()
+            try:
+                await c.runtime.create_pod(c._worker_manifest(self.name, self.scheduler))
+            except RuntimeAPIError as err:
+                # Refused, or no answer even after the runtime's retries: no pod exists. Forget the worker
+                # (the spec must not name a pod that is not there) and let the crash-loop guard decide on a
+                # replacement, so an API that comes back completes the scale-up and one that refuses for
+                # good ends with a clear problem instead of a cluster waiting forever.
+                c._worker_lost(self.name, f"cannot create the pod: {err}", delete=False)
+        await super().start()  # SpecCluster expects a started object; a forgotten one is closed next
 
     async def close(self):
         c = self._cluster()
@@ -292,8 +302,15 @@ class KubeCluster(SpecCluster):
             if self._own_cache:
                 await self.pod_cache.start()
             self._unsubscribe = self.pod_cache.subscribe(self._on_pod_event)
+            if self.deploy_mode == "remote" and self.scheduler is None:
+                await self._start_scheduler_pod()
         except Exception as exc:
+            if not self._adopt:
+                with suppress(Exception):
+                    await self._delete_everything()
             await self._release()
+            # SpecCluster never started: nothing of it to close, so close() must return at once.
+            self.status = Status.closed
             raise RuntimeError(f"Cluster failed to start: {exc}") from exc
         await super()._start()
         if self._adopt:
@@ -306,8 +323,29 @@ class KubeCluster(SpecCluster):
             for n in workers:
                 self.worker_spec[n] = {"cls": WorkerPod, "options": {"cluster": self, "adopt": True}}
             self._requested = len(workers)
-        elif self._n_workers:
-            self.scale(self._n_workers)
+
+    async def _start_scheduler_pod(self):
+        """Scheduler pod and Service first; the first workers' pods are created while the scheduler
+        starts (their address, the Service's, is known at once), which overlaps the two start-ups."""
+        sched = SchedulerPod(self, adopt=self._adopt)
+        self.scheduler = sched  # SpecCluster._start uses a scheduler a subclass made
+        await sched.create()
+        early = None
+        if not self._adopt and self._n_workers:
+            names = []
+            while len(names) < self._n_workers:
+                name = self._new_worker_name(len(names))
+                if name not in names:
+                    names.append(name)
+            for name in names:
+                self.worker_spec[name] = {"cls": WorkerPod, "options": {"cluster": self, "adopt": True}}
+            self._requested = self._n_workers
+            early = asyncio.gather(*(self.runtime.create_pod(self._worker_manifest(n, sched.address)) for n in names))
+        try:
+            await sched
+        finally:
+            if early is not None:
+                await early
 
     async def _wait_scheduler_ready(self, pod_name: str, address: str):
         """Until the scheduler pod runs and its port answers; raise its reason if it cannot start."""
@@ -358,7 +396,13 @@ class KubeCluster(SpecCluster):
             logger.warning("cluster %s: %s", self.name, self.problem)
             self.status = Status.failed
             self.loop.add_callback(self._cleanup_after_scheduler_loss)
-        elif component == "worker" and gone and name in self.worker_spec and name not in self._closing_workers:
+        elif (
+            component == "worker"
+            and gone
+            and name in self.worker_spec
+            and name not in self._closing_workers
+            and self.status == Status.running  # after a lost scheduler there is nothing to replace them for
+        ):
             reason = pod_problem(pod) or ("pod deleted" if etype == "DELETED" else "pod exited")
             self._worker_lost(name, reason, delete=etype != "DELETED")
 
@@ -394,10 +438,7 @@ class KubeCluster(SpecCluster):
     async def _cleanup_after_scheduler_loss(self):
         with suppress(AttributeError):
             self._adaptive.stop()
-        with suppress(Exception):
-            await self.runtime.delete_pods(cluster_selector(self.name))
-        with suppress(Exception):
-            await self.runtime.delete_service(service_name(self.name))
+        await self._delete_everything()
 
     def scale(self, n=0, memory=None, cores=None):
         """Ask for n workers (clamped to kubernetes.count.max). A user's request: after a crash loop,
@@ -502,16 +543,31 @@ class KubeCluster(SpecCluster):
             with suppress(Exception):
                 await self.runtime.close()
 
+    async def _delete_everything(self):
+        """Every pod and the Service of this cluster, at once (processes get a short grace)."""
+        self._closing_workers.update(self.worker_spec)
+        await asyncio.gather(
+            self.runtime.delete_pods(cluster_selector(self.name), grace_period_seconds=1),
+            self.runtime.delete_service(service_name(self.name)),
+            return_exceptions=True,
+        )
+
     async def _close(self):
         if self.status == Status.closed:
             return
         if self._delete_on_close and self.status != Status.created:
+            with suppress(AttributeError):
+                self._adaptive.stop()
+            if self.deploy_mode == "remote":
+                # Take it all down at once rather than retire workers one by one through the scheduler,
+                # then tell SpecCluster the scheduler is gone, so it does not wait to reach it.
+                await self._delete_everything()
+                if isinstance(self.scheduler, SchedulerPod):
+                    self.scheduler.status = Status.closed
+                self.shutdown_scheduler = False
             await super()._close()
-            # Safety net: anything of ours the spec did not know about (e.g. a half-made create).
-            with suppress(Exception):
-                await self.runtime.delete_pods(cluster_selector(self.name))
-            with suppress(Exception):
-                await self.runtime.delete_service(service_name(self.name))
+            with suppress(Exception):  # anything a half-made create left
+                await self._delete_everything()
         else:
             with suppress(AttributeError):
                 self._adaptive.stop()

@@ -21,10 +21,13 @@ from .cluster import ANNOTATION_WORKER_TEMPLATE, KubeCluster
 from .objects import (
     LABEL_CLUSTER,
     LABEL_COMPONENT,
+    cluster_selector,
     parse_scheduler_annotations,
+    parse_timestamp,
     scheduler_annotations,
     user_selector,
 )
+from .naming import service_name
 from .podcache import PodCache
 from .podstatus import is_terminal, pod_problem, pod_summary
 from .runtimes import PodRuntime, RuntimeAPIError
@@ -37,6 +40,8 @@ RBAC_VERBS = [
     ("pods", "", verb) for verb in ("get", "list", "watch", "create", "delete", "patch")
 ] + [("pods", "log", "get")] + [("services", "", verb) for verb in ("get", "list", "watch", "create", "delete")]
 PREFLIGHT_TTL = 60.0
+# A scheduler pod this young without its Service may be a create in flight elsewhere: not half-made yet.
+HALF_MADE_GRACE = 10.0
 
 
 @dataclass
@@ -118,6 +123,8 @@ class ClusterManager:
         self._start_lock = asyncio.Lock()
         self._start_error: str | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._adopting: set[str] = set()  # clusters whose Service is being checked before adoption
+        self._deleted: set[str] = set()  # clusters this manager deleted: late watch events must not revive them
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self):
@@ -138,57 +145,110 @@ class ClusterManager:
                 await self._readopt()
 
     async def _readopt(self):
+        """Adopt every live cluster of this user found by label (after a restart, or made from Python)."""
         schedulers = [
             p for p in self.pod_cache.pods.values()
             if p["metadata"].get("labels", {}).get(LABEL_COMPONENT) == "scheduler"
         ]
-        for pod in schedulers:
-            name = pod["metadata"]["labels"].get(LABEL_CLUSTER)
-            if not name or name in self.records:
-                continue
-            if is_terminal(pod) or pod["metadata"].get("deletionTimestamp"):
-                # A dead scheduler: remove what is left of that cluster rather than adopt it.
-                with suppress(Exception):
-                    await self.runtime.delete_pod(pod["metadata"]["name"], grace_period_seconds=0)
-                continue
-            ann = pod["metadata"].get("annotations") or {}
-            meta = parse_scheduler_annotations(ann)
-            try:
-                worker_template = json.loads(ann[ANNOTATION_WORKER_TEMPLATE])
-            except (KeyError, ValueError):
-                tmpl = self.templates.get(meta["template"])
-                if tmpl is None:
-                    logger.warning("dask-kube: cannot re-adopt %s: no worker template recorded", name)
-                    continue
-                worker_template = tmpl.apply_options(meta["options"]).worker
-            cluster = KubeCluster(
-                worker_template,
-                name=name,
-                adopt=True,
-                runtime=self.runtime,
-                pod_cache=self.pod_cache,
-                username=self.username,
-                asynchronous=True,
-                shutdown_on_close=False,
-            )
-            tmpl = self.templates.get(meta["template"])
-            cores, memory = _per_worker(tmpl.apply_options(meta["options"])) if tmpl else (1.0, 0)
-            rec = ClusterRecord(
-                cluster=cluster,
-                template=meta["template"] or "(python)",
-                display_name=meta["display_name"] or name,
-                requested=meta["workers"],
-                adapt=meta["adapt"],
-                cores_per_worker=cores,
-                memory_per_worker=memory,
-                options=meta["options"],
-                created=meta["created"] or datetime.now(timezone.utc),
-            )
-            self.records[name] = rec
-            rec.task = asyncio.create_task(self._bring_up(rec, adopt=True))
-        if self.records:
-            await asyncio.gather(*(r.task for r in self.records.values() if r.task), return_exceptions=True)
-            logger.info("dask-kube: re-adopted %d cluster(s) of %s", len(self.records), self.username)
+        tasks = [t for t in (await asyncio.gather(*(self._adopt(p) for p in schedulers))) if t]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            logger.info("dask-kube: re-adopted %d cluster(s) of %s", len(tasks), self.username)
+
+    async def _service_appears(self, name: str, timeout: float = 10.0) -> bool:
+        """A KubeCluster made elsewhere creates its Service just after its scheduler pod."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            with suppress(RuntimeAPIError):
+                if await self.runtime.read_service(name) is not None:
+                    return True
+            await asyncio.sleep(0.25)
+        return False
+
+    async def _adopt(self, pod: dict, live: bool = False) -> asyncio.Task | None:
+        """Take over the cluster of one scheduler pod; the task that brings it up, or None."""
+        name = pod["metadata"].get("labels", {}).get(LABEL_CLUSTER)
+        if not name or name in self.records or name in self._deleted:
+            return None
+        pod = self.pod_cache.pods.get(pod["metadata"]["name"], pod)  # the newest state, not the event's
+        if is_terminal(pod) or pod["metadata"].get("deletionTimestamp"):
+            # A dead scheduler: remove what is left of that cluster rather than adopt it.
+            with suppress(Exception):
+                await self.runtime.delete_pod(pod["metadata"]["name"], grace_period_seconds=0)
+            return None
+        if name in self._adopting:  # already being looked at (re-adoption and a pod event)
+            return None
+        self._adopting.add(name)
+        try:
+            if live:  # a pod event: wait for the Service of a create in flight; delete nothing
+                if not await self._service_appears(name):
+                    return None  # not a remote-scheduler cluster (or still being made): nothing to adopt yet
+            elif not await self._has_service(name, pod):  # re-adoption: a half-made cluster is deleted
+                return None
+        finally:
+            self._adopting.discard(name)
+        if name in self.records:
+            return None
+        ann = pod["metadata"].get("annotations") or {}
+        meta = parse_scheduler_annotations(ann)
+        tmpl = self.templates.get(meta["template"])
+        # Only option values the template still offers: the admin may have removed one since.
+        options = {k: v for k, v in meta["options"].items() if tmpl and k in {o.name for o in tmpl.options}}
+        try:
+            worker_template = json.loads(ann[ANNOTATION_WORKER_TEMPLATE])
+        except (KeyError, ValueError):
+            if tmpl is None:
+                logger.warning("dask-kube: cannot adopt %s: no worker template recorded", name)
+                return None
+            worker_template = tmpl.apply_options(options).worker
+        cluster = KubeCluster(
+            worker_template,
+            name=name,
+            adopt=True,
+            runtime=self.runtime,
+            pod_cache=self.pod_cache,
+            username=self.username,
+            asynchronous=True,
+            shutdown_on_close=False,
+        )
+        cores, memory = _per_worker(ClusterTemplate(name, name, "", False, worker_template))
+        rec = ClusterRecord(
+            cluster=cluster,
+            template=meta["template"] or "(python)",
+            display_name=meta["display_name"] or name,
+            requested=meta["workers"],
+            adapt=meta["adapt"],
+            cores_per_worker=cores,
+            memory_per_worker=memory,
+            options=meta["options"],
+            created=meta["created"] or datetime.now(timezone.utc),
+        )
+        self.records[name] = rec
+        rec.task = asyncio.create_task(self._bring_up(rec, adopt=True))
+        return rec.task
+
+    async def _has_service(self, name: str, pod: dict) -> bool:
+        """Whether the scheduler pod has its Service; if not, delete what is left of the cluster.
+
+        A scheduler pod without a Service is half-made: a create cut short (the server was killed between
+        creating the pod and the Service) or a delete cut short (the Service goes first). Neither can be
+        adopted (there is no address) and nothing else would ever remove it: the Service and the workers
+        hang off the scheduler pod (ownerReferences), not the other way round. A create still in flight
+        elsewhere (a KubeCluster from Python) gets HALF_MADE_GRACE seconds from the pod's creation first.
+        """
+        if await self.runtime.read_service(service_name(name)) is not None:
+            return True
+        created = parse_timestamp(pod["metadata"].get("creationTimestamp"))
+        age = (datetime.now(timezone.utc) - created).total_seconds() if created else HALF_MADE_GRACE
+        if age < HALF_MADE_GRACE:
+            await asyncio.sleep(HALF_MADE_GRACE - max(age, 0))
+            if await self.runtime.read_service(service_name(name)) is not None:
+                return True
+        logger.warning("dask-kube: deleting half-made cluster %s: its scheduler pod has no Service", name)
+        with suppress(Exception):
+            await self.runtime.delete_pods(cluster_selector(name))
+        return False
 
     async def close(self, *, detach: bool | None = None):
         """On server stop. Kubernetes clusters are detached (kept running for re-adoption); local ones closed."""
@@ -288,6 +348,7 @@ class ClusterManager:
                 username=self.username,
                 annotations=annotations,
                 idle_timeout=self.idle_timeout or None,
+                n_workers=adapt["minimum"] if adapt else workers,  # made while the scheduler starts
                 asynchronous=True,
                 shutdown_on_close=False,
             )
@@ -315,8 +376,6 @@ class ClusterManager:
             await c
             if rec.adapt:
                 c.adapt(minimum=rec.adapt["minimum"], maximum=rec.adapt["maximum"])
-            elif not adopt:
-                c.scale(rec.requested)
             rec.state = "ready"
             rec.version_task = asyncio.create_task(self._check_versions(rec))
         except asyncio.CancelledError:
@@ -324,9 +383,10 @@ class ClusterManager:
         except Exception as exc:
             rec.state = "failed"
             rec.message = _reason(exc)
-            logger.warning("dask-kube: cluster %s failed to start: %s", rec.id, rec.message)
+            logger.warning("dask-kube: cluster %s failed to %s: %s", rec.id, "adopt" if adopt else "start", rec.message)
             with suppress(Exception):
-                await c.close()
+                # A cluster we only tried to adopt is not ours to delete: let go of it, keep its pods.
+                await (c.detach() if adopt else c.close())
 
     async def _check_versions(self, rec: ClusterRecord):
         """Seed best practice 1: warn when the workers' packages differ from this server's."""
@@ -461,6 +521,7 @@ class ClusterManager:
         if rec.state == "stopping":
             return
         rec.state = "stopping"
+        self._deleted.add(cluster_id)
         task = rec.task
         rec.cancel_tasks()
         if task is not None:
@@ -468,6 +529,12 @@ class ClusterManager:
                 await task
         try:
             await rec.cluster.close()
+            # Also when the cluster object had let go (a failed adoption): the user asked for it gone.
+            await asyncio.gather(
+                self.runtime.delete_pods(f"{LABEL_CLUSTER}={cluster_id}"),
+                self.runtime.delete_service(cluster_id),
+                return_exceptions=True,
+            )
         finally:
             self.records.pop(cluster_id, None)
 
@@ -481,9 +548,19 @@ class ClusterManager:
         return {n: (t if isinstance(t, str) else f"(logs unavailable: {_reason(t)})") for n, t in zip(names, texts)}
 
     def _on_pod_event(self, etype: str, pod: dict):
-        """Idle-timeout ends: the scheduler exits 0 by itself; forget the cluster and clean its pods."""
+        """A new scheduler pod of this user that we did not make (a KubeCluster from Python): adopt it
+        once it runs. Idle-timeout ends: the scheduler exits 0 by itself; forget the cluster."""
         labels = pod["metadata"].get("labels", {})
         rec = self.records.get(labels.get(LABEL_CLUSTER, ""))
+        if (
+            rec is None
+            and self.runtime.backend == "kubernetes"
+            and labels.get(LABEL_COMPONENT) == "scheduler"
+            and etype != "DELETED"
+            and pod.get("status", {}).get("phase") == "Running"
+        ):
+            self._background(self._adopt(pod, live=True))
+            return
         if rec is None or labels.get(LABEL_COMPONENT) != "scheduler" or rec.state != "ready":
             return
         if self.idle_timeout and pod.get("status", {}).get("phase") == "Succeeded":

@@ -103,6 +103,10 @@ async def assert_nothing_left(runtime, name, process_root):
     await wait_until(lambda: not dask_processes(process_root), timeout=30, what="dask processes gone")
 
 
+async def _no_pods(runtime, selector):
+    return not await runtime.list_pods(selector)
+
+
 async def _empty(runtime, name):
     pods = await runtime.list_pods(cluster_selector(name))
     svc = await runtime.read_service(name)
@@ -230,7 +234,9 @@ async def test_scheduler_that_cannot_start_fails_fast(make_runtime):
         await KubeCluster(pod, scheduler_pod_template=sched, runtime=rt, asynchronous=True)
     assert time.monotonic() - start < 30
     assert "executable file not found" in str(info.value) or "StartError" in str(info.value)
-    assert not await rt.list_pods("app.kubernetes.io/managed-by=jupyter-dask-kube,dask.org/component=scheduler")
+    # deletion is asynchronous on Kubernetes (the kubelet stops the pod first): wait for it, bounded
+    sel = "app.kubernetes.io/managed-by=jupyter-dask-kube,dask.org/component=scheduler"
+    await wait_until(lambda: _no_pods(rt, sel), 30, what="the failed scheduler pod removed")
 
 
 async def test_bad_arguments():

@@ -77,7 +77,18 @@ async def test_proxy_half_close_large_payload_and_no_backend():
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", 9000)
 
-        # no backend: the client connection is closed at once
+        # no backend yet: the connection waits for one (as a client of a real Service would retry)...
+        proxy.UPSTREAM_PATIENCE = 1.0
+        target["ip"] = None
+        r, w = await asyncio.open_connection(cluster_ip, 9000)
+        w.write(b"early")
+        await w.drain()
+        await asyncio.sleep(0.3)
+        target["ip"] = backend_ip
+        w.write_eof()
+        assert await asyncio.wait_for(r.read(), 5) == b"ylrae"
+        w.close()
+        # ...and is closed when none comes within the patience
         target["ip"] = None
         r, w = await asyncio.open_connection(cluster_ip, 9000)
         assert await asyncio.wait_for(r.read(), 5) == b""

@@ -346,3 +346,29 @@ def test_shipped_role_grants_what_the_preflight_checks():
     granted = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
     for resource, sub, verb in RBAC_VERBS:
         assert (f"{resource}/{sub}" if sub else resource, verb) in granted
+
+
+async def test_cluster_made_from_python_appears_and_can_be_deleted(jp_fetch, backend, username, kube_env, other_runtime):
+    """DESIGN user 3: a KubeCluster made from Python (remote scheduler) shows up in the sidebar's list
+    while the server runs, and the API can shut it down."""
+    if backend != "kubernetes":
+        pytest.skip("a local-runtime cluster lives in its own process; only Kubernetes is shared")
+    from jupyter_dask_kube import KubeCluster
+
+    cluster = KubeCluster(TEMPLATES["tiny"]["worker"], runtime=other_runtime, username=username, asynchronous=True)
+    await cluster
+    cluster.scale(1)
+    try:
+        model = await wait_cluster(jp_fetch, cluster.name, lambda m: m["status"] == "running" and m["workers"] == 1,
+                                   what="the Python-made cluster, adopted")
+        assert model["template"] == "(python)"
+        resp = await jp_fetch("dask-kube", "api", "clusters", cluster.name, method="DELETE")
+        assert resp.code == 204
+        deadline = time.monotonic() + 30
+        while await other_runtime.list_pods(cluster_selector(cluster.name)):
+            assert time.monotonic() < deadline, "pods of the deleted cluster remain"
+            await asyncio.sleep(0.2)
+        code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+        assert cluster.name not in [c["id"] for c in data["clusters"]]
+    finally:
+        await cluster.close()

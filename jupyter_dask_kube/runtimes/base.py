@@ -11,6 +11,7 @@ a 403 from RBAC or a quota reaches the user as the API worded it.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -99,13 +100,13 @@ class PodRuntime(abc.ABC):
         ...
 
     # -- bulk and lifecycle ----------------------------------------------------------------------
-    async def delete_pods(self, label_selector: str) -> int:
-        """Delete every pod matching the selector; how many were deleted."""
+    async def delete_pods(self, label_selector: str, grace_period_seconds: int | None = None) -> int:
+        """Delete every pod matching the selector, all at once; how many were deleted."""
         pods = await self.list_pods(label_selector)
-        n = 0
-        for pod in pods:
-            n += await self.delete_pod(pod["metadata"]["name"])
-        return n
+        done = await asyncio.gather(
+            *(self.delete_pod(p["metadata"]["name"], grace_period_seconds) for p in pods), return_exceptions=True
+        )
+        return sum(1 for d in done if d is True)
 
     async def close(self) -> None:
         """Release connections, threads and (local runtime) processes started by this object."""

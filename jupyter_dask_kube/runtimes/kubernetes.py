@@ -351,11 +351,6 @@ class KubernetesRuntime(PodRuntime):
             raise
         return True
 
-    async def delete_pods(self, label_selector: str) -> int:
-        pods = await self.list_pods(label_selector)
-        results = await asyncio.gather(*(self.delete_pod(p["metadata"]["name"]) for p in pods))
-        return sum(results)
-
     # -- permissions -----------------------------------------------------------------------------
     async def can_i(self, verb: str, resource: str, subresource: str = "") -> bool:
         """SelfSubjectAccessReview for one verb on one core resource in our namespace."""

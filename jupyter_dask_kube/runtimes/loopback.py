@@ -82,12 +82,14 @@ class ServiceProxy:
     """Forward TCP from ``(cluster_ip, port)`` to ``(resolve(), target_port)`` for each port pair.
 
     ``resolve`` is called for every new connection and returns the backend pod's IP, or None when no
-    pod is ready (the client connection is then closed at once). It may take no argument, or the
+    pod is ready; a connection waits up to UPSTREAM_PATIENCE for one, then is closed. It may take no argument, or the
     target port (an int, or a named port string) and may then return ``(ip, port)``.
     Listeners bind ``cluster_ip`` only.
     """
 
     BUFFER = 256 * 1024
+    #: Seconds a new connection waits for a backend that is not up yet (see _on_connect).
+    UPSTREAM_PATIENCE = 20.0
 
     def __init__(self, cluster_ip: str, ports: Iterable[tuple[int, int | str]],
                  resolve: Callable[..., str | tuple[str, int] | None]):
@@ -134,18 +136,26 @@ class ServiceProxy:
         try:
             if self._closed:
                 return
-            try:
-                target = self._target(target_port)
-            except Exception:
-                logger.exception("service %s resolve failed", self.cluster_ip)
-                target = None
-            if target is None:
-                return
-            try:
-                up_reader, up_writer = await asyncio.open_connection(*target, limit=self.BUFFER)
-            except OSError as e:
-                logger.debug("service %s: cannot reach %s:%s: %s", self.cluster_ip, *target, e)
-                return
+            # The client's connection is already accepted, so closing it now would look like a
+            # broken handshake, which dask does not retry. A real Service's client would instead see
+            # "refused" and retry; holding the connection while the pod comes up gives the same outcome.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.UPSTREAM_PATIENCE
+            while True:
+                try:
+                    target = self._target(target_port)
+                except Exception:
+                    logger.exception("service %s resolve failed", self.cluster_ip)
+                    target = None
+                if target is not None:
+                    try:
+                        up_reader, up_writer = await asyncio.open_connection(*target, limit=self.BUFFER)
+                        break
+                    except OSError as e:
+                        logger.debug("service %s: cannot reach %s:%s: %s", self.cluster_ip, *target, e)
+                if self._closed or loop.time() >= deadline:
+                    return
+                await asyncio.sleep(0.05)
             self._writers.add(up_writer)
             for w in (writer, up_writer):
                 sock = w.get_extra_info("socket")
