@@ -407,19 +407,20 @@ class ClusterManager:
         return rec
 
     def list(self) -> list[dict]:
-        return [self.model(r) for r in sorted(self.records.values(), key=lambda r: r.created)]
+        by_cluster: dict[str, list[dict]] = {}
+        for p in self.pod_cache.pods.values():  # one pass over the pods, not one per cluster
+            by_cluster.setdefault(p["metadata"].get("labels", {}).get(LABEL_CLUSTER, ""), []).append(p)
+        return [self.model(r, by_cluster.get(r.id, [])) for r in sorted(self.records.values(), key=lambda r: r.created)]
 
-    def model(self, rec: ClusterRecord) -> dict:
+    def model(self, rec: ClusterRecord, pods: list[dict] | None = None) -> dict:
         c = rec.cluster
         info = getattr(c, "scheduler_info", None) or {}
         workers = info.get("workers", {}) if isinstance(info, dict) else {}
         # The worker-status stream records a worker at its "add" (status often still "init"): count them all.
         connected = len(workers)
-        pods = [
-            dict(pod_summary(p))
-            for p in self.pod_cache.pods.values()
-            if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id
-        ]
+        if pods is None:
+            pods = [p for p in self.pod_cache.pods.values() if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id]
+        pods = [dict(pod_summary(p)) for p in pods]
         pods.sort(key=lambda p: (p["role"] != "scheduler", p["name"]))
         status, message = rec.state, rec.message
         if rec.state == "ready":
