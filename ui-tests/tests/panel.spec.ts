@@ -209,6 +209,17 @@ test.describe.serial('cluster lifecycle', () => {
     const card = cards(panel).first();
     await expect(card.locator('.dask-kube-badge-status')).toHaveText('running', { timeout: START });
     await panel.screenshot({ path: SCREENSHOT });
+    // the dark theme too (kept with the test results, for a look)
+    await page.evaluate(async () => {
+      await window.jupyterapp.commands.execute('apputils:change-theme', { theme: 'JupyterLab Dark' });
+    });
+    await expect(page.locator('body')).toHaveAttribute('data-jp-theme-light', 'false', { timeout: 30_000 });
+    await expect(card.locator('.dask-kube-badge-status')).toHaveText('running');
+    await panel.screenshot({ path: path.resolve(__dirname, '..', 'test-results', 'panel-dark.png') });
+    await page.evaluate(async () => {
+      await window.jupyterapp.commands.execute('apputils:change-theme', { theme: 'JupyterLab Light' });
+    });
+    await expect(page.locator('body')).toHaveAttribute('data-jp-theme-light', 'true', { timeout: 30_000 });
   });
 
   test('shutdown with confirm: stopping, then gone', async () => {
