@@ -223,6 +223,8 @@ class KubeCluster(SpecCluster):
         self._delete_on_close = True
         self._closing_workers: set[str] = set()
         self._failures: collections.deque = collections.deque()
+        #: (unix time, pod name, reason) of the last workers lost (evicted, OOMKilled, deleted...), newest last.
+        self.lost_workers: collections.deque = collections.deque(maxlen=20)
         self.failing = False
         self.problem: str | None = None
         self.warnings = resource_warnings(self.pod_template)
@@ -409,6 +411,7 @@ class KubeCluster(SpecCluster):
     def _worker_lost(self, name: str, reason: str, delete: bool):
         """A worker pod died under us: forget it, and replace it unless workers keep failing."""
         logger.warning("cluster %s: worker %s lost: %s", self.name, name, reason)
+        self.lost_workers.append((time.time(), name, reason))
         now = time.monotonic()
         self._failures.append(now)
         while self._failures and now - self._failures[0] > FAILURE_WINDOW:

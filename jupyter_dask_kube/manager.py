@@ -40,6 +40,7 @@ RBAC_VERBS = [
     ("pods", "", verb) for verb in ("get", "list", "watch", "create", "delete", "patch")
 ] + [("pods", "log", "get")] + [("services", "", verb) for verb in ("get", "list", "watch", "create", "delete")]
 PREFLIGHT_TTL = 60.0
+LOST_WORKER_WINDOW = 300.0  # how long a lost worker's reason stays in the cluster's warnings
 # A scheduler pod this young without its Service may be a create in flight elsewhere: not half-made yet.
 HALF_MADE_GRACE = 10.0
 
@@ -237,13 +238,19 @@ class ClusterManager:
         hang off the scheduler pod (ownerReferences), not the other way round. A create still in flight
         elsewhere (a KubeCluster from Python) gets HALF_MADE_GRACE seconds from the pod's creation first.
         """
-        if await self.runtime.read_service(service_name(name)) is not None:
+        async def found() -> bool:
+            try:
+                return await self.runtime.read_service(service_name(name)) is not None
+            except RuntimeAPIError:
+                return True  # cannot tell (RBAC, API down): adopt as before; its start reports the problem
+
+        if await found():
             return True
         created = parse_timestamp(pod["metadata"].get("creationTimestamp"))
         age = (datetime.now(timezone.utc) - created).total_seconds() if created else HALF_MADE_GRACE
         if age < HALF_MADE_GRACE:
             await asyncio.sleep(HALF_MADE_GRACE - max(age, 0))
-            if await self.runtime.read_service(service_name(name)) is not None:
+            if await found():
                 return True
         logger.warning("dask-kube: deleting half-made cluster %s: its scheduler pod has no Service", name)
         with suppress(Exception):
@@ -453,8 +460,19 @@ class ClusterManager:
             "adapt": rec.adapt,
             "created": rec.created.isoformat(),
             "pods": pods,
-            "warnings": list(rec.warnings),
+            "warnings": list(rec.warnings) + self._recent_losses(c),
         }
+
+    @staticmethod
+    def _recent_losses(c: KubeCluster, window: float = LOST_WORKER_WINDOW) -> list[str]:
+        """Workers lost lately, with why: a replacement hides an eviction or OOM kill from the pod list."""
+        now = time.time()
+        recent = [(t, n, r) for t, n, r in getattr(c, "lost_workers", ()) if now - t <= window]
+        if not recent:
+            return []
+        t, name, reason = recent[-1]
+        more = f" ({len(recent)} in the last {window / 60:.0f} min)" if len(recent) > 1 else ""
+        return [f"Worker {name} was lost {now - t:.0f}s ago: {reason}{more}"]
 
     def _dashboard(self, c: KubeCluster) -> str:
         from .dashboard import dashboard_link

@@ -303,8 +303,14 @@ class KubernetesRuntime(PodRuntime):
                         logger.warning("pod watch interrupted (%s); resuming", err)
                         await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
                         break
-                if rv is None:
-                    rv, events = await relist()
+                while rv is None:  # relist until it works: a cache that stops updating would be worse
+                    try:
+                        rv, events = await relist()
+                    except RuntimeAPIError as err:
+                        failures += 1
+                        logger.warning("pod relist failed (%s); retrying", err)
+                        await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+                        continue
                     for ev in events:
                         if ev.type == "DELETED":
                             known.pop(ev.object["metadata"]["name"], None)

@@ -55,7 +55,13 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger("jupyter_dask_kube.testing")
 
-__all__ = ["KubeEmulator", "EmulatorFaults", "ApiError", "BUILTIN_RESOURCES"]
+#: A request carrying this header (any value) is never given an injected fault: lets a test check the API's
+#: state through a second client while faults stay on for the code under test.
+NO_FAULTS_HEADER = "X-Emulator-No-Faults"
+#: What the kubelet's eviction manager writes on a pod it evicted under memory pressure.
+EVICTION_MESSAGE = "The node was low on resource: memory. "
+
+__all__ = ["BUILTIN_RESOURCES", "EVICTION_MESSAGE", "NO_FAULTS_HEADER", "ApiError", "EmulatorFaults", "KubeEmulator"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -880,13 +886,18 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return await self._kmock_handle(raw)
         faults = self.faults
         ns = r.namespace
-        if faults.latency or faults.error_rate or faults.forbidden or faults.quota:
+        if (faults.latency or faults.error_rate or faults.forbidden or faults.quota) \
+                and raw.headers.get(NO_FAULTS_HEADER) is None:
             scoped = not faults.namespaces or ns in faults.namespaces
             if scoped:
                 if faults.latency:
                     await asyncio.sleep(faults.latency)
                 if faults.error_rate and self._rng.random() < faults.error_rate:
                     status = self._rng.choice(faults.error_statuses or (500,))
+                    self.stats["faults_injected"] += 1
+                    self.stats[f"faults_{status}"] += 1
+                    if r.watch_path or raw.query.get("watch") in ("true", "1", "True"):
+                        self.stats["faults_on_watch"] += 1
                     reason = {429: "TooManyRequests", 503: "ServiceUnavailable", 504: "Timeout"}.get(status, "InternalError")
                     raise ApiError(status, reason, {429: "Too many requests, please try again later.",
                                                     503: "the server is currently unable to handle the request"}
@@ -1204,7 +1215,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 since = int(rv_param)
             except ValueError:
                 raise bad_request(f"invalid resource version: {rv_param}")
+            self.stats["watches_resumed"] += 1
             if since < self._compacted[res.plural]:
+                self.stats["watches_gone_410"] += 1
                 error = {"type": "ERROR", "object": {
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "message": f"too old resource version: {since} ({self._compacted[res.plural] + 1})",
@@ -1250,6 +1263,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 if lines:
                     await resp.write(b"".join(lines))
             if drop_at is not None and (deadline is None or drop_at < deadline) and time.monotonic() >= drop_at:
+                self.stats["watches_dropped"] += 1
                 if raw.transport is not None:
                     raw.transport.close()  # an abrupt cut, as a dying connection looks
                 return resp
@@ -1310,6 +1324,19 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 except (TypeError, ValueError) as e:
                     raise bad_request(str(e))
             return self._json(self.faults.to_json())
+        m = re.fullmatch(r"pods/([^/]+)/([^/]+)/(evict|oomkill)", what)
+        if m and raw.method == "POST":
+            ns, name, action = m.groups()
+            if self.get("pods", ns, name) is None:
+                raise not_found("pods", name)
+            if self.kubelet is None:
+                raise bad_request("no kubelet: nothing runs pods here")
+            body = await self._read_json(raw, required=False) or {}
+            if action == "evict":
+                pod = await self.kubelet.evict(ns, name, message=body.get("message") or EVICTION_MESSAGE)
+            else:
+                pod = await self.kubelet.oom_kill(ns, name, container=body.get("container"))
+            return self._json(pod)
         if what == "compact" and raw.method == "POST":
             return self._json({"compacted": self.compact()})
         if what == "stats":

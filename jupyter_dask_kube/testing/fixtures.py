@@ -37,20 +37,26 @@ class RealKubernetes:
     def set_faults(self, *args, **kwargs):
         pytest.skip("fault injection needs the emulated cluster")
 
-    clear_faults = compact = stats = set_faults
+    clear_faults = compact = stats = evict = oom_kill = set_faults
 
-    def api(self):
+    def api(self, no_faults: bool = False):
         return kube_api(self)
 
     def stop(self):
         pass
 
 
-def kube_api(emu):
-    """A ``kubernetes.client.CoreV1Api`` configured from ``emu.kubeconfig`` (nothing global is touched)."""
+def kube_api(emu, no_faults: bool = False):
+    """A ``kubernetes.client.CoreV1Api`` configured from ``emu.kubeconfig`` (nothing global is touched).
+    ``no_faults``: its requests carry the emulator's fault-exemption header."""
     from kubernetes import client, config
 
-    return client.CoreV1Api(config.new_client_from_config(config_file=emu.kubeconfig))
+    from .emulator import NO_FAULTS_HEADER
+
+    api_client = config.new_client_from_config(config_file=emu.kubeconfig)
+    if no_faults:
+        api_client.set_default_header(NO_FAULTS_HEADER, "1")
+    return client.CoreV1Api(api_client)
 
 
 @pytest.fixture(scope="session")

@@ -129,6 +129,7 @@ class Kubelet:
         self._pending: dict[tuple[str, str], None] = {}  # waiting for a scheduling pass (FIFO)
         self._unschedulable: dict[tuple[str, str], None] = {}
         self._proxies: dict[tuple[str, str], object] = {}
+        self._evicted: dict[tuple[str, str], dict] = {}  # pod -> the status fields its eviction set
         self._tasks: set[asyncio.Task] = set()
         self._pass_scheduled = False
         self._ips = itertools.count(1)
@@ -165,6 +166,7 @@ class Kubelet:
                     self._pending[key] = None
                     self._schedule_pass()
             elif etype == "DELETED":
+                self._evicted.pop(key, None)
                 self._pending.pop(key, None)
                 self._unschedulable.pop(key, None)
                 self._release(key)
@@ -409,6 +411,7 @@ class Kubelet:
         def mutate(pod):
             old = pod.get("status") or {}
             new = dict(status)
+            new.update(self._evicted.get(key, {}))  # an evicted pod stays Failed/Evicted whatever follows
             new["qosClass"] = old.get("qosClass", new.get("qosClass"))
             sched = next((c for c in old.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
             if sched is not None and "conditions" in new:
@@ -435,6 +438,62 @@ class Kubelet:
                 pod = self.emu.get("pods", *key)
                 if pod is not None:
                     self.emu.remove("pods", *key)
+
+    # -- node-pressure faults (the emulator's /_emulator/pods/{ns}/{name}/evict and /oomkill) ---------------
+    async def evict(self, namespace: str, name: str, message: str = "The node was low on resource: memory. ") -> dict:
+        """What the kubelet's eviction manager does under node pressure: the pod turns Failed with reason
+        Evicted (it stays in the API, as real evicted pods do, until someone deletes it) and its containers
+        are killed at once."""
+        key = (namespace, name)
+        fields = {"phase": "Failed", "reason": "Evicted", "message": message}
+        self._evicted[key] = fields
+
+        def mutate(pod):
+            status = pod.setdefault("status", {})
+            status.update(fields)
+            for cs in status.get("containerStatuses") or []:
+                if "running" in (cs.get("state") or {}) or "waiting" in (cs.get("state") or {}):
+                    cs["ready"] = False
+                    cs["state"] = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                                                  "message": "The container could not be located when the pod "
+                                                             "was terminated", "finishedAt": now_iso()}}
+            for cond in status.get("conditions") or []:
+                if cond.get("type") in ("Ready", "ContainersReady"):
+                    cond.update(status="False", reason="PodFailed", lastTransitionTime=now_iso())
+        pod = self.emu.update("pods", *key, mutate)
+        if pod is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found')
+        if self.events:
+            self._event(pod, "Warning", "Evicted", message, "kubelet")
+        self._release(key)
+        if key in self._running:
+            await self._stop(key, 0.0, remove=False)
+        return self.emu.get("pods", *key) or pod
+
+    async def oom_kill(self, namespace: str, name: str, container: str | None = None) -> dict:
+        """The kernel's OOM killer on one container (default: all): SIGKILL, reported as OOMKilled / 137;
+        the pod's restartPolicy decides what follows, as for any container exit."""
+        import signal
+        from ..runtimes.localpod import _killpg
+
+        key = (namespace, name)
+        runner = self._runners.get(namespace)
+        p = getattr(runner, "_pods", {}).get(name) if runner is not None else None
+        if p is None or key not in self._running:
+            raise bad_request(f'pod "{name}" has no running containers to kill')
+        killed = []
+        for c in p.containers:
+            if (container is None or c.name == container) and c.proc is not None and c.proc.returncode is None:
+                c.oom = True
+                _killpg(c.proc.pid, signal.SIGKILL)
+                killed.append(c)
+        if not killed:
+            raise bad_request(f'pod "{name}" has no running container {container or ""}'.strip())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while loop.time() < deadline and any("running" in c.state for c in killed):
+            await asyncio.sleep(0.02)
+        return self.emu.get("pods", *key) or {}
 
     def _event(self, pod: dict, type_: str, reason: str, message: str, component: str) -> None:
         meta = pod["metadata"]

@@ -289,9 +289,22 @@ class EmulatedKubernetes:
         return self._private("compact", {}, "POST")["compacted"]
 
     def stats(self) -> dict:
+        """Counters: requests, created, deleted, watches; with faults on also faults_injected, faults_<status>,
+        faults_on_watch, watches_dropped, watches_resumed (from a resourceVersion), watches_gone_410."""
         return self._private("stats")
 
-    def api(self):
-        """A ``kubernetes.client.CoreV1Api`` configured from this cluster's kubeconfig."""
+    def evict(self, name: str, namespace: str | None = None, message: str | None = None) -> dict:
+        """Evict a pod as the kubelet does under node memory pressure: Failed / Evicted, containers killed."""
+        return self._private(f"pods/{namespace or self.namespace}/{name}/evict",
+                             {"message": message} if message else {}, "POST")
+
+    def oom_kill(self, name: str, namespace: str | None = None, container: str | None = None) -> dict:
+        """Kill a pod's container(s) as the kernel's OOM killer does: exit 137, reason OOMKilled."""
+        return self._private(f"pods/{namespace or self.namespace}/{name}/oomkill",
+                             {"container": container} if container else {}, "POST")
+
+    def api(self, no_faults: bool = False):
+        """A ``kubernetes.client.CoreV1Api`` configured from this cluster's kubeconfig; with ``no_faults`` its
+        requests are exempt from injected faults (to check the API's state while faults stay on)."""
         from .fixtures import kube_api
-        return kube_api(self)
+        return kube_api(self, no_faults=no_faults)
