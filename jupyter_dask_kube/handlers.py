@@ -134,9 +134,19 @@ class OpenAPIHandler(DaskKubeHandler):
     @web.authenticated
     @authorized
     async def get(self):
-        self.set_header("Content-Type", "application/yaml")
         with open(OPENAPI) as f:
-            self.finish(f.read())
+            # APIHandler.finish would otherwise label the YAML document application/json
+            self.finish(f.read(), set_content_type="application/yaml")
+
+
+class NotFoundHandler(DaskKubeHandler):
+    """Any other path under the API (or an id the routes do not match): a JSON 404, not the HTML page."""
+
+    @web.authenticated
+    async def _not_found(self, *args):
+        self._error(404, f"no such API path: {self.request.path}")
+
+    get = post = put = patch = delete = _not_found
 
 
 def handlers(prefix: str = "dask-kube/api") -> list[tuple]:
@@ -148,4 +158,5 @@ def handlers(prefix: str = "dask-kube/api") -> list[tuple]:
         (rf"/{prefix}/clusters/{cid}/logs/?", LogsHandler),
         (rf"/{prefix}/status/?", StatusHandler),
         (rf"/{prefix}/openapi.yaml", OpenAPIHandler),
+        (rf"/{prefix}(/.*)?", NotFoundHandler),
     ]

@@ -93,6 +93,8 @@ def parse_cores(q: Any) -> float:
         d = _number(q, "cpu quantity")
     if d < 0:
         raise ValueError(f"{q!r} is negative")
+    if not math.isfinite(float(d)):  # "1e999": a float would be inf, which JSON cannot carry
+        raise ValueError(f"{q!r} is too large a cpu quantity")
     return float(d)
 
 
@@ -234,6 +236,11 @@ class Option:
 
     def _check_bounds(self, value: Any, shown: Any) -> None:
         key = parse_memory if self.type == "string" else (lambda x: x)
+        if self.type == "string" and (self.min is not None or self.max is not None):
+            try:  # bounds of a string option are memory sizes: so must the value be
+                parse_memory(value)
+            except ValueError:
+                raise OptionError(f"{self.name}: {value!r} is not a memory size such as 6G, 6Gi or 6GB") from None
         if self.min is not None and key(value) < key(self.min):
             raise OptionError(
                 f"{self.name}: {_format_number(shown)} is below the minimum "
@@ -300,7 +307,7 @@ class Option:
 def _load_option(raw: Any, source: str, where: str) -> Option:
     if not isinstance(raw, dict):
         raise TemplateError(source, where, "must be a mapping with name, type and default")
-    unknown = sorted(set(raw) - OPTION_KEYS)
+    unknown = sorted(str(k) for k in set(raw) - OPTION_KEYS)  # YAML keys may be numbers or null
     if unknown:
         raise TemplateError(source, where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(OPTION_KEYS))}")
     name = raw.get("name")
@@ -680,7 +687,7 @@ def load_template(source: str | os.PathLike | dict, *, name: str | None = None) 
         return ClusterTemplate(name=tname, display_name=tname, description="", default=False,
                                worker=worker, source=src)
 
-    unknown = sorted(set(data) - TEMPLATE_KEYS)
+    unknown = sorted(str(k) for k in set(data) - TEMPLATE_KEYS)  # YAML keys may be numbers or null
     if unknown:
         raise TemplateError(src, None, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TEMPLATE_KEYS))}")
     if "name" in data and name is not None and data["name"] != name:
