@@ -383,6 +383,9 @@ class ClusterManager:
             await c
             if rec.adapt:
                 c.adapt(minimum=rec.adapt["minimum"], maximum=rec.adapt["maximum"])
+            elif adopt and len(c.worker_spec) != rec.requested:
+                # The server died mid-scale (or a worker went meanwhile): back to what the user asked for.
+                c.scale(rec.requested)
             rec.state = "ready"
             rec.version_task = asyncio.create_task(self._check_versions(rec))
         except asyncio.CancelledError:
