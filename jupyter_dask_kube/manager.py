@@ -19,6 +19,7 @@ from ._version import __version__
 from .bodies import ApiError, CreateRequest
 from .cluster import ANNOTATION_WORKER_TEMPLATE, KubeCluster
 from .objects import (
+    ANNOTATION_WORKERS,
     LABEL_CLUSTER,
     LABEL_COMPONENT,
     cluster_selector,
@@ -69,6 +70,8 @@ class ClusterRecord:
     warnings: list = field(default_factory=list)
     task: asyncio.Task | None = None
     version_task: asyncio.Task | None = None
+    #: Adopted with a recorded worker count (made by a manager): bring it back to that count.
+    restore_workers: bool = False
 
     def cancel_tasks(self):
         for t in (self.task, self.version_task):
@@ -224,6 +227,7 @@ class ClusterManager:
             memory_per_worker=memory,
             options=meta["options"],
             created=meta["created"] or datetime.now(timezone.utc),
+            restore_workers=ANNOTATION_WORKERS in ann,  # a KubeCluster from Python records no count
         )
         self.records[name] = rec
         rec.task = asyncio.create_task(self._bring_up(rec, adopt=True))
@@ -383,7 +387,7 @@ class ClusterManager:
             await c
             if rec.adapt:
                 c.adapt(minimum=rec.adapt["minimum"], maximum=rec.adapt["maximum"])
-            elif adopt and len(c.worker_spec) != rec.requested:
+            elif adopt and rec.restore_workers and len(c.worker_spec) != rec.requested:
                 # The server died mid-scale (or a worker went meanwhile): back to what the user asked for.
                 c.scale(rec.requested)
             rec.state = "ready"
