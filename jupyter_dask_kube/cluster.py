@@ -325,6 +325,8 @@ class KubeCluster(SpecCluster):
             for n in workers:
                 self.worker_spec[n] = {"cls": WorkerPod, "options": {"cluster": self, "adopt": True}}
             self._requested = len(workers)
+        elif len(self.worker_spec) < self._requested:
+            self._scale(self._requested)  # replace early workers lost while the scheduler started
 
     async def _start_scheduler_pod(self):
         """Scheduler pod and Service first; the first workers' pods are created while the scheduler
@@ -403,12 +405,15 @@ class KubeCluster(SpecCluster):
             and gone
             and name in self.worker_spec
             and name not in self._closing_workers
-            and self.status == Status.running  # after a lost scheduler there is nothing to replace them for
+            # after a lost scheduler (failed) or on the way out there is nothing to replace them for
+            and self.status in (Status.created, Status.starting, Status.running)
         ):
             reason = pod_problem(pod) or ("pod deleted" if etype == "DELETED" else "pod exited")
-            self._worker_lost(name, reason, delete=etype != "DELETED")
+            # Workers made while the scheduler starts can die before the cluster runs: count them now,
+            # replace them once it runs (end of _start).
+            self._worker_lost(name, reason, delete=etype != "DELETED", replace=self.status == Status.running)
 
-    def _worker_lost(self, name: str, reason: str, delete: bool):
+    def _worker_lost(self, name: str, reason: str, delete: bool, replace: bool = True):
         """A worker pod died under us: forget it, and replace it unless workers keep failing."""
         logger.warning("cluster %s: worker %s lost: %s", self.name, name, reason)
         self.lost_workers.append((time.time(), name, reason))
@@ -431,7 +436,7 @@ class KubeCluster(SpecCluster):
                 )
                 logger.error("cluster %s: %s", self.name, self.problem)
             return
-        if self._adaptive is None or not self._adaptive.periodic_callback:
+        if replace and (self._adaptive is None or not self._adaptive.periodic_callback):
             self._scale(self._requested)  # keep the requested count; Adaptive handles its own minimum
 
     async def _delete_quietly(self, name: str):
