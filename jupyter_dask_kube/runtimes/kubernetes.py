@@ -142,6 +142,15 @@ class KubernetesRuntime(PodRuntime):
     def _json(resp) -> dict:
         return json.loads(resp.data)
 
+    async def _unless_missing(self, fn, *args, **kwargs):
+        """The call's raw answer, or None when the object is not there (404)."""
+        try:
+            return await self._call(fn, *args, _preload_content=False, **kwargs)
+        except RuntimeAPIError as err:
+            if err.status == 404:
+                return None
+            raise
+
     async def _create(self, create_fn, read_fn, manifest: dict) -> dict:
         name = manifest.get("metadata", {}).get("name")
         try:
@@ -158,13 +167,8 @@ class KubernetesRuntime(PodRuntime):
         return await self._create(self.core.create_namespaced_pod, self.read_pod, manifest)
 
     async def read_pod(self, name: str) -> dict | None:
-        try:
-            resp = await self._call(self.core.read_namespaced_pod, name, self.namespace, _preload_content=False)
-        except RuntimeAPIError as err:
-            if err.status == 404:
-                return None
-            raise
-        return self._json(resp)
+        resp = await self._unless_missing(self.core.read_namespaced_pod, name, self.namespace)
+        return None if resp is None else self._json(resp)
 
     async def list_pods(self, label_selector: str = "") -> list[dict]:
         return (await self._list_pods_raw(label_selector))["items"]
@@ -176,20 +180,14 @@ class KubernetesRuntime(PodRuntime):
         return self._json(resp)
 
     async def delete_pod(self, name: str, grace_period_seconds: int | None = None) -> bool:
-        try:
-            await self._call(
-                self.core.delete_namespaced_pod,
-                name,
-                self.namespace,
-                grace_period_seconds=grace_period_seconds,
-                propagation_policy="Background",
-                _preload_content=False,
-            )
-        except RuntimeAPIError as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        resp = await self._unless_missing(
+            self.core.delete_namespaced_pod,
+            name,
+            self.namespace,
+            grace_period_seconds=grace_period_seconds,
+            propagation_policy="Background",
+        )
+        return resp is not None
 
     async def annotate_pod(self, name: str, annotations: dict[str, str | None]) -> None:
         await self._call(
@@ -332,13 +330,8 @@ class KubernetesRuntime(PodRuntime):
         return await self._create(self.core.create_namespaced_service, self.read_service, manifest)
 
     async def read_service(self, name: str) -> dict | None:
-        try:
-            resp = await self._call(self.core.read_namespaced_service, name, self.namespace, _preload_content=False)
-        except RuntimeAPIError as err:
-            if err.status == 404:
-                return None
-            raise
-        return self._json(resp)
+        resp = await self._unless_missing(self.core.read_namespaced_service, name, self.namespace)
+        return None if resp is None else self._json(resp)
 
     async def list_services(self, label_selector: str = "") -> list[dict]:
         resp = await self._call(
@@ -347,15 +340,8 @@ class KubernetesRuntime(PodRuntime):
         return self._json(resp)["items"]
 
     async def delete_service(self, name: str) -> bool:
-        try:
-            await self._call(
-                self.core.delete_namespaced_service, name, self.namespace, _preload_content=False
-            )
-        except RuntimeAPIError as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        resp = await self._unless_missing(self.core.delete_namespaced_service, name, self.namespace)
+        return resp is not None
 
     # -- permissions -----------------------------------------------------------------------------
     async def can_i(self, verb: str, resource: str, subresource: str = "") -> bool:
