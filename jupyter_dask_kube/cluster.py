@@ -17,7 +17,7 @@ import weakref
 from contextlib import suppress
 
 import dask.config
-from distributed.core import Status, rpc
+from distributed.core import Status
 from distributed.comm import connect
 from distributed.deploy.adaptive import Adaptive
 from distributed.deploy.spec import ProcessInterface, SpecCluster
@@ -486,17 +486,23 @@ class KubeCluster(SpecCluster):
         self._requested = len(self.worker_spec)
 
     @property
-    def requested_workers(self) -> int:
-        return len(self.worker_spec)
+    def scheduler_host(self) -> str:
+        """The host of the scheduler address ("" while there is none)."""
+        address = self.scheduler_address or ""
+        return address.split("://", 1)[1].rsplit(":", 1)[0] if "://" in address else ""
 
-    @property
-    def dashboard_link(self) -> str:
+    def dashboard_url(self, base_url: str | None = None) -> str:
+        """The dashboard link (dashboard.py's rules); a Jupyter server passes its base_url for the proxy."""
         try:
             port = self.scheduler_info["services"]["dashboard"]
         except (KeyError, AttributeError, TypeError):
             return ""
-        host = self.scheduler_address.split("://")[1].rsplit(":", 1)[0]
-        return format_link(host, port)
+        host = self.scheduler_host
+        return format_link(host, port, base_url=base_url) if host else ""
+
+    @property
+    def dashboard_link(self) -> str:
+        return self.dashboard_url()
 
     def pod_problems(self) -> dict[str, str]:
         """Pods of this cluster that are stuck or failed, with their reason."""

@@ -5,7 +5,7 @@ import asyncio
 import os
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Callable, Dict, Float, Int, List, Unicode, Union, default
+from traitlets import Callable, Dict, Float, Int, List, Unicode, Union
 
 from .dashboard import host_allowlist
 from .handlers import handlers
@@ -47,10 +47,6 @@ class DaskKube(ExtensionApp):
         None, allow_none=True, config=True,
         help="Optional f(template, option_values) -> template, to act on options beyond cores, memory and image.",
     )
-
-    @default("backend")
-    def _backend_default(self):
-        return None
 
     def _load_templates(self) -> tuple[list, list[str]]:
         problems, out = [], []

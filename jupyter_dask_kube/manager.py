@@ -30,7 +30,7 @@ from .objects import (
 )
 from .naming import service_name
 from .podcache import PodCache
-from .podstatus import is_terminal, pod_problem, pod_summary
+from .podstatus import is_terminal, pod_summary
 from .runtimes import PodRuntime, RuntimeAPIError
 from .templates import ClusterTemplate, OptionError
 
@@ -482,23 +482,14 @@ class ClusterManager:
         return [f"Worker {name} was lost {now - t:.0f}s ago: {reason}{more}"]
 
     def _dashboard(self, c: KubeCluster) -> str:
-        from .dashboard import dashboard_link
-
         try:
-            port = c.scheduler_info["services"]["dashboard"]
-            host = c.scheduler_address.split("://")[1].rsplit(":", 1)[0]
-            return dashboard_link(host, port, base_url=self.base_url)
-        except (KeyError, IndexError, AttributeError, TypeError, ValueError):
+            return c.dashboard_url(self.base_url)
+        except ValueError:  # an admin's distributed.dashboard.link that cannot be formatted
             return ""
 
     def scheduler_hosts(self) -> set[str]:
         """Hosts of this user's live schedulers: all the dashboard proxy may reach."""
-        hosts = set()
-        for rec in self.records.values():
-            addr = rec.cluster.scheduler_address if rec.state == "ready" else ""
-            if addr and "://" in addr:
-                hosts.add(addr.split("://")[1].rsplit(":", 1)[0])
-        return hosts
+        return {r.cluster.scheduler_host for r in self.records.values() if r.state == "ready"} - {""}
 
     # -- change ----------------------------------------------------------------------------------
     def _ready(self, cluster_id: str) -> ClusterRecord:

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from .runtimes.base import PodRuntime, parse_selector, matches_selector
+from .runtimes.base import PodRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,6 @@ class PodCache:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
-
-    def select(self, label_selector: str) -> list[dict]:
-        sel = parse_selector(label_selector)
-        return [p for p in self.pods.values() if matches_selector(p["metadata"].get("labels"), sel)]
 
     async def wait_for(self, predicate: Callable[[], object], timeout: float):
         """Re-evaluate ``predicate`` on every change until it returns something truthy, or time out."""

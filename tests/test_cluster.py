@@ -20,33 +20,16 @@ from jupyter_dask_kube.objects import cluster_selector
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.runtimes.local import LocalRuntime
 
+from helpers import small_pod, wait_until
+
 pytestmark = pytest.mark.asyncio
 
 SEED_SPEC = Path(__file__).parent / "data" / "worker-spec.yml"
 BACKENDS = ["local", "kubernetes"]
 
 
-def small_pod(**container):
-    c = {
-        "name": "dask",
-        "image": "ghcr.io/dask/dask:latest",
-        "args": ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB", "--death-timeout", "60"],
-    }
-    c.update(container)
-    return {"kind": "Pod", "spec": {"restartPolicy": "Never", "containers": [c]}}
 
 
-async def wait_until(predicate, timeout=60, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def dask_processes(root_pid: int | None = None):

@@ -24,15 +24,12 @@ from jupyter_dask_kube.podstatus import is_terminal, pod_summary
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.templates import load_template
 
+from helpers import small_pod, wait_until
+
 pytestmark = pytest.mark.asyncio
 
-WORKER_ARGS = ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB", "--death-timeout", "60"]
 
 
-def small_pod(**container):
-    c = {"name": "dask", "image": "ghcr.io/dask/dask:latest", "args": list(WORKER_ARGS)}
-    c.update(container)
-    return {"kind": "Pod", "spec": {"restartPolicy": "Never", "containers": [c]}}
 
 
 SCHEDULER = small_pod(args=["dask-scheduler"])
@@ -64,17 +61,6 @@ def user():
     return f"p{uuid.uuid4().hex[:6]}"
 
 
-async def wait_until(predicate, timeout=60, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 async def api_objects(check, namespace, selector):
