@@ -80,3 +80,14 @@ c.DaskKube.templates = {
         ],
     }
 }
+
+# A second template: the defaultTemplate setting switches to it, and its long names check that the
+# sidebar neither overflows nor jumps.
+LONG = "a-template-with-an-uncommonly-long-name-for-layout-tests"
+c.DaskKube.templates[LONG] = {
+    **c.DaskKube.templates["tiny"],
+    "name": LONG,
+    "display_name": "A template with an uncommonly long display name that cannot fit a sidebar",
+    "description": "The same tiny local workers; averyveryverylongwordwithoutanyspacesthatmustwrapinsteadofoverflowing.",
+    "default": False,
+}

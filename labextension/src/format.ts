@@ -3,9 +3,14 @@
  */
 import { Cluster, Template } from './api';
 
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+const BINARY = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+const DECIMAL = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
 
-/** 6442450944 -> "6 GiB", 1500000000 -> "1.4 GiB". Strings pass through. */
+/**
+ * Bytes in the units the template was written in: 6442450944 -> "6 GiB"
+ * (6Gi), 1000000000 -> "1 GB" (1G, 1GB), 1500000000 -> "1.5 GB". Strings
+ * pass through.
+ */
 export function formatBytes(value: number | string | null | undefined): string {
   if (value === null || value === undefined || value === '') {
     return '?';
@@ -13,14 +18,17 @@ export function formatBytes(value: number | string | null | undefined): string {
   if (typeof value === 'string') {
     return value;
   }
+  const binary = value >= 1024 && value % 1024 ** 2 === 0;
+  const base = binary ? 1024 : 1000;
+  const units = binary ? BINARY : DECIMAL;
   let n = value;
   let i = 0;
-  while (n >= 1024 && i < UNITS.length - 1) {
-    n /= 1024;
+  while (n >= base && i < units.length - 1) {
+    n /= base;
     i++;
   }
   const digits = n >= 100 || Number.isInteger(n) ? 0 : 1;
-  return `${n.toFixed(digits).replace(/\.0$/, '')} ${UNITS[i]}`;
+  return `${n.toFixed(digits).replace(/\.0$/, '')} ${units[i]}`;
 }
 
 /** 1 -> "1 core", 2.5 -> "2.5 cores". */
@@ -51,6 +59,21 @@ export function clientCode(cluster: Pick<Cluster, 'scheduler_address'>): string 
 /** Resolve a possibly relative dashboard link against the current page. */
 export function absoluteLink(link: string): string {
   return new URL(link, window.location.href).href;
+}
+
+/**
+ * The name a cluster is shown by. Unnamed clusters are named after their
+ * template; their unique id tells them apart.
+ */
+export function clusterLabel(
+  cluster: Pick<Cluster, 'id' | 'name' | 'template'>,
+  templateLabel = ''
+): string {
+  const unnamed =
+    !cluster.name ||
+    cluster.name === cluster.template ||
+    cluster.name === templateLabel;
+  return unnamed ? cluster.id : cluster.name;
 }
 
 /** Whether a cluster is still coming up. */

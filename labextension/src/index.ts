@@ -16,6 +16,7 @@ import {
 } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStateDB } from '@jupyterlab/statedb';
 import { refreshIcon } from '@jupyterlab/ui-components';
 import { ToolbarButton } from '@jupyterlab/apputils';
 
@@ -23,7 +24,8 @@ import { Cluster, DaskKubeAPI } from './api';
 import { DaskKubePanel } from './components/Panel';
 import { LogsView } from './components/LogsView';
 import { showScaleDialog } from './components/ScaleDialog';
-import { absoluteLink, clientCode } from './format';
+import { hasDaskPanes, openInDaskPanes, syncClusterManager } from './daskpanes';
+import { absoluteLink, clientCode, clusterLabel } from './format';
 import { daskKubeIcon } from './icon';
 import { DaskKubeModel } from './model';
 
@@ -32,10 +34,6 @@ export { DaskKubeModel } from './model';
 export { clientCode } from './format';
 
 const PLUGIN_ID = 'jupyter-dask-kube:plugin';
-
-/** dask-labextension, an optional peer detected at runtime. */
-const DASK_LAB_PLUGIN = 'dask-labextension:plugin';
-const DASK_LAB_SIDEBAR = 'dask-dashboard-launcher';
 
 export namespace CommandIDs {
   export const insertClient = 'dask-kube:insert-client';
@@ -48,7 +46,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Template-driven Dask clusters in a JupyterLab sidebar',
   autoStart: true,
-  optional: [ISettingRegistry, INotebookTracker, ICommandPalette, ILayoutRestorer],
+  optional: [
+    ISettingRegistry,
+    INotebookTracker,
+    ICommandPalette,
+    ILayoutRestorer,
+    IStateDB
+  ],
   activate
 };
 
@@ -57,7 +61,8 @@ function activate(
   settingRegistry: ISettingRegistry | null,
   notebooks: INotebookTracker | null,
   palette: ICommandPalette | null,
-  restorer: ILayoutRestorer | null
+  restorer: ILayoutRestorer | null,
+  state: IStateDB | null
 ): void {
   const api = new DaskKubeAPI();
   const model = new DaskKubeModel(api);
@@ -67,10 +72,11 @@ function activate(
 
   const findCluster = (id?: string): Cluster | undefined =>
     model.find(id || model.selectedId || '');
-
-  const hasDaskPanes = (): boolean =>
-    app.hasPlugin(DASK_LAB_PLUGIN) ||
-    app.commands.hasCommand('dask:launch-dashboard');
+  const labelOf = (cluster: Cluster): string =>
+    clusterLabel(
+      cluster,
+      model.templates.find(t => t.name === cluster.template)?.display_name
+    );
 
   const openLogs = (cluster: Cluster) => {
     const existing = logsTracker.find(w => w.content.clusterId === cluster.id);
@@ -79,10 +85,10 @@ function activate(
       void existing.content.refresh();
       return;
     }
-    const content = new LogsView(api, cluster.id, cluster.name);
+    const content = new LogsView(api, cluster.id, labelOf(cluster));
     const widget = new MainAreaWidget({ content });
     widget.id = `dask-kube-logs-${cluster.id}`;
-    widget.title.label = `Logs: ${cluster.name}`;
+    widget.title.label = `Logs: ${labelOf(cluster)}`;
     widget.title.icon = daskKubeIcon;
     widget.title.closable = true;
     widget.toolbar.addItem(
@@ -108,7 +114,7 @@ function activate(
       return false;
     }
     if (!cluster.scheduler_address) {
-      Notification.warning(`${cluster.name} has no scheduler address yet.`, {
+      Notification.warning(`${labelOf(cluster)} has no scheduler address yet.`, {
         autoClose: 4000
       });
       return false;
@@ -129,38 +135,9 @@ function activate(
     return true;
   };
 
-  const openInDaskPanes = async (cluster: Cluster) => {
-    if (!cluster.dashboard_link) {
-      return;
-    }
-    // dask-labextension wants the dashboard's base URL, not its /status page.
-    const url = absoluteLink(cluster.dashboard_link).replace(/status\/?$/, '');
-    for (const widget of app.shell.widgets('left')) {
-      const launcher = (widget as any).dashboardLauncher;
-      if (widget.id === DASK_LAB_SIDEBAR && launcher?.input) {
-        launcher.input.url = url;
-        app.shell.activateById(widget.id);
-        return;
-      }
-    }
-    if (settingRegistry) {
-      try {
-        await settingRegistry.set(DASK_LAB_PLUGIN, 'defaultURL', url);
-        Notification.info(
-          'Dask panes will use this cluster (dashboard URL set in the dask-labextension settings).',
-          { autoClose: 5000 }
-        );
-        return;
-      } catch (error) {
-        console.warn('jupyter-dask-kube: could not set the Dask panes URL', error);
-      }
-    }
-    Notification.warning('dask-labextension did not accept the dashboard URL.');
-  };
-
   const panel = new DaskKubePanel(model, {
     scale: async cluster => {
-      const request = await showScaleDialog(cluster);
+      const request = await showScaleDialog(cluster, labelOf(cluster));
       if (request) {
         await model.scale(cluster.id, request);
       }
@@ -175,7 +152,7 @@ function activate(
     shutdown: async cluster => {
       const result = await showDialog({
         title: 'Shut down cluster?',
-        body: `${cluster.name} and all its workers will stop; data held in its memory is lost.`,
+        body: `${labelOf(cluster)} and all its workers will stop; data held in its memory is lost.`,
         buttons: [
           Dialog.cancelButton(),
           Dialog.warnButton({ label: 'Shut down', ariaLabel: 'Confirm shutdown' })
@@ -185,8 +162,8 @@ function activate(
         await model.shutdown(cluster.id);
       }
     },
-    daskPanes: cluster => void openInDaskPanes(cluster),
-    hasDaskPanes
+    daskPanes: cluster => void openInDaskPanes(app, settingRegistry, cluster),
+    hasDaskPanes: () => hasDaskPanes(app)
   });
   panel.id = 'dask-kube-sidebar';
   panel.title.icon = daskKubeIcon;
@@ -248,6 +225,10 @@ function activate(
         };
         apply();
         settings.changed.connect(apply);
+        // after restore: the workspace's state is loaded by then
+        return app.restored.then(() =>
+          syncClusterManager(app, settingRegistry, settings, state)
+        );
       })
       .catch(reason =>
         console.warn('jupyter-dask-kube: settings not loaded', reason)

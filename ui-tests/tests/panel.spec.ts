@@ -1,5 +1,7 @@
-import { expect, Locator, Page, test } from '@playwright/test';
+import { expect, Locator, Page } from '@playwright/test';
 import * as path from 'path';
+
+import { cards, deleteAllClusters, openLab, openPanel, START, test } from './helpers';
 
 /**
  * The Dask Clusters sidebar against a real `jupyter lab` (base_url
@@ -9,35 +11,6 @@ import * as path from 'path';
  */
 // the README shows this screenshot
 const SCREENSHOT = path.resolve(__dirname, '..', '..', 'docs', 'panel.png');
-const START = 120_000; // workers on 2 busy cores
-
-declare global {
-  interface Window {
-    jupyterapp: any;
-  }
-}
-
-async function openLab(page: Page): Promise<void> {
-  await page.goto('lab');
-  await page.waitForSelector('#jupyterlab-splash', { state: 'detached', timeout: 90_000 });
-  await page.evaluate(async () => {
-    await window.jupyterapp.restored;
-  });
-}
-
-async function openPanel(page: Page): Promise<Locator> {
-  await page.evaluate(async () => {
-    await window.jupyterapp.commands.execute('dask-kube:open-panel');
-  });
-  const panel = page.locator('#dask-kube-sidebar');
-  await expect(panel).toBeVisible();
-  await expect(panel.getByRole('heading', { name: 'Dask Clusters' })).toBeVisible();
-  return panel;
-}
-
-function cards(panel: Locator): Locator {
-  return panel.locator('.dask-kube-ClusterCard');
-}
 
 test.describe('without the server extension', () => {
   test('the panel shows a clear error state', async ({ page }) => {
@@ -56,30 +29,14 @@ test.describe.serial('cluster lifecycle', () => {
   let page: Page;
   let panel: Locator;
 
-  test.beforeAll(async ({ browser }) => {
-    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-    await openLab(page);
+  test.beforeAll(async ({ lab }) => {
+    page = lab;
     panel = await openPanel(page);
   });
 
   test.afterAll(async () => {
     // leave nothing running if a step failed half-way
-    try {
-      const base = page.url().split('/lab')[0];
-      const list = await page.request.get(`${base}/dask-kube/api/clusters`, { timeout: 10_000 });
-      if (list.ok()) {
-        const xsrf = (await page.context().cookies()).find(c => c.name === '_xsrf')?.value ?? '';
-        for (const c of (await list.json()).clusters ?? []) {
-          await page.request.delete(`${base}/dask-kube/api/clusters/${c.id}`, {
-            headers: { 'X-XSRFToken': xsrf },
-            timeout: 10_000
-          });
-        }
-      }
-    } catch (error) {
-      console.warn('cleanup of clusters failed:', error);
-    }
-    await page.close();
+    await deleteAllClusters(page);
   });
 
   test('status line shows backend and namespace', async () => {
@@ -208,6 +165,9 @@ test.describe.serial('cluster lifecycle', () => {
     await openPanel(page);
     const card = cards(panel).first();
     await expect(card.locator('.dask-kube-badge-status')).toHaveText('running', { timeout: START });
+    // no focus or hover left over from the previous clicks
+    await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+    await page.mouse.move(800, 600);
     await panel.screenshot({ path: SCREENSHOT });
     // the dark theme too (kept with the test results, for a look)
     await page.evaluate(async () => {

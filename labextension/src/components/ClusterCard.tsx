@@ -9,7 +9,13 @@ import {
 } from '@jupyterlab/ui-components';
 
 import { Cluster } from '../api';
-import { formatBytes, formatCores, isStarting, reasons } from '../format';
+import {
+  clusterLabel,
+  formatBytes,
+  formatCores,
+  isStarting,
+  reasons
+} from '../format';
 
 export interface IClusterCardProps {
   cluster: Cluster;
@@ -31,6 +37,8 @@ export interface IClusterCardProps {
 /**
  * One cluster: name, template, status, workers, size, why it is stuck, and
  * what can be done with it. Drag it into a notebook for client code.
+ * Focus inside a card selects it as a click does, so keyboard users choose
+ * the cluster the insert-client command uses.
  */
 export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const { cluster, selected, actionError } = props;
@@ -41,7 +49,8 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
   const progress = requested > 0 ? Math.min(workers / requested, 1) : 0;
   const why = reasons(cluster);
   const canConnect = !!cluster.scheduler_address && !stopping;
-  const label = cluster.name;
+  const label = clusterLabel(cluster, props.templateLabel);
+  const fullName = label === cluster.id ? label : `${label} (${cluster.id})`;
 
   return (
     <li
@@ -59,33 +68,39 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
           : undefined
       }
       onClick={props.onSelect}
+      onFocus={selected ? undefined : props.onSelect}
       onPointerDown={props.onPointerDown}
     >
       <div className="dask-kube-ClusterCard-header">
-        <span className="dask-kube-ClusterCard-name" title={label}>
+        <span className="dask-kube-ClusterCard-name" title={fullName}>
           {label}
         </span>
-        <span className="dask-kube-ClusterCard-badges">
-          {cluster.adapt ? (
-            <span
-              className="dask-kube-badge dask-kube-badge-adapt"
-              title="Adaptive: the scheduler picks the worker count within these bounds"
-            >
-              adapt {cluster.adapt.minimum}–{cluster.adapt.maximum}
-            </span>
-          ) : null}
-          <span
-            className={`dask-kube-badge dask-kube-badge-status dask-kube-badge-${cluster.status}`}
-            data-status={cluster.status}
-          >
-            {cluster.status}
-          </span>
+        <span
+          className={`dask-kube-badge dask-kube-badge-status dask-kube-badge-${cluster.status}`}
+          data-status={cluster.status}
+        >
+          {cluster.status}
         </span>
       </div>
       <div className="dask-kube-ClusterCard-meta">
-        <span className="dask-kube-ClusterCard-template" title={cluster.template}>
+        <span
+          className="dask-kube-ClusterCard-template"
+          title={
+            props.templateLabel === cluster.template
+              ? cluster.template
+              : `${props.templateLabel} (${cluster.template})`
+          }
+        >
           {props.templateLabel}
         </span>
+        {cluster.adapt ? (
+          <span
+            className="dask-kube-badge dask-kube-badge-adapt"
+            title="Adaptive: the scheduler picks the worker count within these bounds"
+          >
+            adapt {cluster.adapt.minimum}–{cluster.adapt.maximum}
+          </span>
+        ) : null}
       </div>
       <div className="dask-kube-ClusterCard-workersRow">
         <span className="dask-kube-ClusterCard-stats">

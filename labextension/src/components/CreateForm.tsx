@@ -68,9 +68,13 @@ export function CreateForm(props: ICreateFormProps): JSX.Element {
   const [error, setError] = React.useState<string | null>(null);
   const [busy, setBusy] = React.useState(false);
 
-  // Keep a valid selection when the template list (or the setting) changes.
+  // Keep a valid selection when the template list changes, and follow the
+  // setting when it changes (it is the user's explicit wish).
+  const lastDefault = React.useRef(defaultTemplate);
   React.useEffect(() => {
-    if (!templates.some(t => t.name === name)) {
+    const settingChanged = lastDefault.current !== defaultTemplate;
+    lastDefault.current = defaultTemplate;
+    if (settingChanged || !templates.some(t => t.name === name)) {
       const next = pickTemplate(templates, defaultTemplate);
       if (next !== name) {
         selectTemplate(next);
@@ -146,6 +150,7 @@ export function CreateForm(props: ICreateFormProps): JSX.Element {
         <HTMLSelect
           id="dask-kube-template"
           value={name}
+          title={template?.display_name || name}
           onChange={e => selectTemplate(e.currentTarget.value)}
         >
           {templates.map(t => (

@@ -53,10 +53,11 @@ class ScaleBody extends ReactWidget implements Dialog.IBodyWidget<IScaleValue> {
  * Ask for a worker count or adapt bounds. Resolves to null when cancelled.
  */
 export async function showScaleDialog(
-  cluster: Cluster
+  cluster: Cluster,
+  label: string
 ): Promise<ScaleRequest | null> {
   const result = await showDialog({
-    title: `Scale ${cluster.name}`,
+    title: `Scale ${label}`,
     body: new ScaleBody(cluster),
     buttons: [
       Dialog.cancelButton(),
