@@ -51,9 +51,12 @@ class DaskKubeHandler(APIHandler):
         self.finish(json.dumps({"message": message}))
 
     def _json(self, data, status: int = 200):
+        self._json_text(json.dumps(data), status)
+
+    def _json_text(self, text: str, status: int = 200):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        self.finish(text)
 
     def _body(self) -> dict:
         return parse_json(self.request.body)
@@ -73,7 +76,7 @@ class ClustersHandler(DaskKubeHandler):
     @answers_errors
     async def get(self):
         await self.manager.start()
-        self._json({"clusters": self.manager.list()})
+        self._json_text(self.manager.list_json())
 
     @web.authenticated
     @authorized
@@ -91,7 +94,7 @@ class ClusterHandler(DaskKubeHandler):
     @answers_errors
     async def get(self, cluster_id):
         await self.manager.start()
-        self._json(self.manager.model(self.manager.get(cluster_id)))
+        self._json_text(self.manager.model_json(self.manager.get(cluster_id)))
 
     @web.authenticated
     @authorized

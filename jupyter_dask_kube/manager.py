@@ -72,6 +72,10 @@ class ClusterRecord:
     version_task: asyncio.Task | None = None
     #: Adopted with a recorded worker count (made by a manager): bring it back to that count.
     restore_workers: bool = False
+    #: (scheduler host, dashboard port) -> link: formatting reads dask config and the environment.
+    dashboard: tuple = ()
+    #: (key, model, model as JSON): see ClusterManager._model
+    cached_model: tuple = ()
 
     def cancel_tasks(self):
         for t in (self.task, self.version_task):
@@ -407,9 +411,12 @@ class ClusterManager:
         from distributed.versions import get_versions, error_message
 
         with suppress(Exception):
-            await rec.cluster._wait_for_workers(1, timeout=120)
-            versions = await rec.cluster.scheduler_comm.versions()
-            msg = error_message(get_versions(), versions.get("scheduler"), versions.get("workers", {}))
+            # Waits on the scheduler's push stream: polling identity() here cost 10 RPCs/s per idle cluster.
+            await rec.cluster.first_worker.wait()
+            comm = rec.cluster.scheduler_comm
+            scheduler = await comm.versions()
+            workers = await comm.broadcast(msg={"op": "versions"}, on_error="ignore")
+            msg = error_message(scheduler=scheduler, workers=workers, source=get_versions(), source_name="Jupyter server")
             if msg.get("warning"):
                 rec.warnings.append("Version mismatch between this server and the cluster:\n" + msg["warning"])
 
@@ -420,20 +427,58 @@ class ClusterManager:
             raise ApiError(404, f"no cluster {cluster_id!r}")
         return rec
 
-    def list(self) -> list[dict]:
+    def _pods_by_cluster(self) -> dict[str, list[dict]]:
         by_cluster: dict[str, list[dict]] = {}
         for p in self.pod_cache.pods.values():  # one pass over the pods, not one per cluster
             by_cluster.setdefault(p["metadata"].get("labels", {}).get(LABEL_CLUSTER, ""), []).append(p)
-        return [self.model(r, by_cluster.get(r.id, [])) for r in sorted(self.records.values(), key=lambda r: r.created)]
+        return by_cluster
+
+    def _sorted_records(self) -> list[ClusterRecord]:
+        return sorted(self.records.values(), key=lambda r: r.created)
+
+    def list(self) -> list[dict]:
+        by_cluster = self._pods_by_cluster()
+        return [self._model(r, by_cluster.get(r.id, []))[0] for r in self._sorted_records()]
+
+    def list_json(self) -> str:
+        """The list answer as JSON text, built from each cluster's cached JSON."""
+        by_cluster = self._pods_by_cluster()
+        return '{"clusters": [' + ", ".join(self._model(r, by_cluster.get(r.id, []))[1] for r in self._sorted_records()) + "]}"
 
     def model(self, rec: ClusterRecord, pods: list[dict] | None = None) -> dict:
+        """The cluster as the REST API shows it (shared with a cache: do not modify)."""
+        return self._model(rec, pods)[0]
+
+    def model_json(self, rec: ClusterRecord) -> str:
+        return self._model(rec)[1]
+
+    def _model(self, rec: ClusterRecord, pods: list[dict] | None = None) -> tuple[dict, str]:
+        """(model, its JSON), rebuilt only when something it shows changed: a GET of 50 clusters then
+        costs a key comparison per cluster instead of 50 pod summaries and a JSON encoding."""
         c = rec.cluster
         info = getattr(c, "scheduler_info", None) or {}
         workers = info.get("workers", {}) if isinstance(info, dict) else {}
         # The worker-status stream records a worker at its "add" (status often still "init"): count them all.
         connected = len(workers)
+        cores = sum(w.get("nthreads", 0) for w in workers.values())
+        memory = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
         if pods is None:
             pods = [p for p in self.pod_cache.pods.values() if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id]
+        ready = rec.state == "ready"
+        key = (
+            rec.state, rec.message, rec.requested, tuple(rec.adapt.values()) if rec.adapt else None, len(rec.warnings),
+            c.status, c.problem, len(c.worker_spec), connected, cores, memory,
+            tuple((p["metadata"].get("name"), p["metadata"].get("resourceVersion")) for p in pods),
+            tuple(self._recent_losses(c)), c.scheduler_address if ready else "",
+            self._dashboard(rec) if ready else "",
+        )
+        if rec.cached_model[:1] != (key,):
+            model = self._build_model(rec, pods, connected, cores, memory)
+            rec.cached_model = (key, model, json.dumps(model))
+        return rec.cached_model[1], rec.cached_model[2]
+
+    def _build_model(self, rec: ClusterRecord, pods: list[dict], connected: int, cores: float, memory: int) -> dict:
+        c = rec.cluster
         pods = [dict(pod_summary(p)) for p in pods]
         pods.sort(key=lambda p: (p["role"] != "scheduler", p["name"]))
         status, message = rec.state, rec.message
@@ -459,12 +504,12 @@ class ClusterManager:
             "status": status,
             "message": message,
             "scheduler_address": address or "",
-            "dashboard_link": self._dashboard(c) if rec.state == "ready" else "",
+            "dashboard_link": self._dashboard(rec) if rec.state == "ready" else "",
             "workers": connected,
             "requested_workers": len(c.worker_spec) if rec.state == "ready" else rec.requested,
-            "cores": sum(w.get("nthreads", 0) for w in workers.values()),
-            "memory": sum(w.get("memory_limit", 0) or 0 for w in workers.values()),
-            "adapt": rec.adapt,
+            "cores": cores,
+            "memory": memory,
+            "adapt": dict(rec.adapt) if rec.adapt else rec.adapt,
             "created": rec.created.isoformat(),
             "pods": pods,
             "warnings": list(rec.warnings) + self._recent_losses(c),
@@ -481,11 +526,16 @@ class ClusterManager:
         more = f" ({len(recent)} in the last {window / 60:.0f} min)" if len(recent) > 1 else ""
         return [f"Worker {name} was lost {now - t:.0f}s ago: {reason}{more}"]
 
-    def _dashboard(self, c: KubeCluster) -> str:
-        try:
-            return c.dashboard_url(self.base_url)
-        except ValueError:  # an admin's distributed.dashboard.link that cannot be formatted
-            return ""
+    def _dashboard(self, rec: ClusterRecord) -> str:
+        c = rec.cluster
+        key = (c.scheduler_host, (c.scheduler_info or {}).get("services", {}).get("dashboard"))
+        if rec.dashboard[:1] != (key,):
+            try:
+                link = c.dashboard_url(self.base_url)
+            except ValueError:  # an admin's distributed.dashboard.link that cannot be formatted
+                link = ""
+            rec.dashboard = (key, link)
+        return rec.dashboard[1]
 
     def scheduler_hosts(self) -> set[str]:
         """Hosts of this user's live schedulers: all the dashboard proxy may reach."""

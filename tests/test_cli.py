@@ -19,44 +19,18 @@ from jupyter_dask_kube.objects import cluster_selector, user_selector
 from jupyter_dask_kube.testing import EmulatedKubernetes
 from jupyter_dask_kube.testing.fixtures import kube_api
 
-WORKERS_UP = 120
+from helpers import WORKERS_UP, Pending, detached_cluster, pods_of, services_of, wait_for
+from jupyter_process import free_port
+
 GONE = 90
-
-WORKER_POD = {
-    "kind": "Pod",
-    "spec": {
-        "containers": [
-            {
-                "name": "dask",
-                "image": "ghcr.io/dask/dask:latest",
-                "args": ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
-            }
-        ]
-    },
-}
-
-
-def wait_for(predicate, timeout, what, interval=0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        ok, last = predicate()
-        if ok:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
 def emu():
     if os.environ.get("JDK_TEST_REAL_KUBECONFIG"):
         pytest.skip("cleanup without --user would delete every user's clusters of the real cluster's namespace")
-    k = EmulatedKubernetes(processes=True)
-    k.start()
-    try:
+    with EmulatedKubernetes(processes=True) as k:
         yield k
-    finally:
-        k.stop()
 
 
 @pytest.fixture
@@ -80,37 +54,6 @@ def cli(emu, monkeypatch, capsys):
     return run
 
 
-async def make_cluster(kubeconfig: str, user: str, workers: int) -> str:
-    """A cluster made from Python (remote scheduler) with its workers connected, then left running."""
-    from jupyter_dask_kube import KubeCluster
-    from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
-
-    runtime = KubernetesRuntime(kubeconfig=kubeconfig)
-    try:
-        cluster = KubeCluster(WORKER_POD, runtime=runtime, username=user, asynchronous=True, n_workers=workers)
-        await cluster
-        try:
-            await cluster._wait_for_workers(workers, timeout=WORKERS_UP)
-        except BaseException:
-            await cluster.close()
-            raise
-        await cluster.detach()
-        return cluster.name
-    finally:
-        await runtime.close()
-
-
-def pods_of(kube, ns, selector) -> dict[str, tuple]:
-    return {
-        p.metadata.name: (p.metadata.uid, p.status.phase, bool(p.metadata.deletion_timestamp))
-        for p in kube.list_namespaced_pod(ns, label_selector=selector).items
-    }
-
-
-def services_of(kube, ns, selector) -> list[str]:
-    return [s.metadata.name for s in kube.list_namespaced_service(ns, label_selector=selector).items]
-
-
 def table(out: str) -> dict[str, list[str]]:
     """`list` output: cluster name -> [user, scheduler phase, workers, age]; checks the header."""
     lines = [l for l in out.splitlines() if l.strip()]
@@ -123,7 +66,8 @@ def two_users(emu):
     """alice: a cluster with 2 workers; bob: a cluster with 1 worker (all pods Running)."""
     async def both():
         return await asyncio.gather(
-            make_cluster(emu.kubeconfig, "alice", 2), make_cluster(emu.kubeconfig, "bob", 1)
+            detached_cluster("alice", kubeconfig=emu.kubeconfig, workers=2),
+            detached_cluster("bob", kubeconfig=emu.kubeconfig, workers=1),
         )
 
     alice, bob = asyncio.run(both())
@@ -140,8 +84,8 @@ def test_list_and_cleanup(emu, two_users, kube, cli):
         def check():
             pods = pods_of(kube, ns, sel)
             ok = len(pods) == n and all(ph == "Running" and not d for _, ph, d in pods.values())
-            return ok, pods
-        return wait_for(check, WORKERS_UP, f"{n} running pods for {sel}")
+            return pods if ok else Pending(repr(pods))
+        return wait_for(check, WORKERS_UP, what=f"{n} running pods for {sel}")
 
     alice_pods, bob_pods = running(alice_sel, 3), running(bob_sel, 2)
 
@@ -167,7 +111,7 @@ def test_list_and_cleanup(emu, two_users, kube, cli):
     code, out, err = cli("cleanup", "--user", "alice")
     assert code == 0, err
     assert out.strip() == f"deleted {alice} (user alice, 3 pods)", out
-    wait_for(lambda: (not pods_of(kube, ns, alice_sel), pods_of(kube, ns, alice_sel)), GONE, "alice's pods gone")
+    wait_for(lambda: not (p := pods_of(kube, ns, alice_sel)) or Pending(repr(p)), GONE, what="alice's pods gone")
     assert services_of(kube, ns, alice_sel) == []
     assert pods_of(kube, ns, bob_sel) == bob_pods
     assert services_of(kube, ns, bob_sel) == [bob]
@@ -186,7 +130,7 @@ def test_list_and_cleanup(emu, two_users, kube, cli):
     code, out, err = cli("cleanup")
     assert code == 0, err
     assert out.strip() == f"deleted {bob} (user bob, 2 pods)", out
-    wait_for(lambda: (not pods_of(kube, ns, bob_sel), pods_of(kube, ns, bob_sel)), GONE, "bob's pods gone")
+    wait_for(lambda: not (p := pods_of(kube, ns, bob_sel)) or Pending(repr(p)), GONE, what="bob's pods gone")
     assert services_of(kube, ns, bob_sel) == []
     assert pods_of(kube, ns, cluster_selector(alice)) == {}
     code, out, err = cli("list")
@@ -225,14 +169,9 @@ def test_jupyter_launcher_list(emu):
 @pytest.fixture
 def dead_api_kubeconfig(tmp_path):
     """A well-formed kubeconfig whose API server does not answer (nothing listens on the port)."""
-    import socket
-
     from jupyter_dask_kube.testing import write_kubeconfig
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return write_kubeconfig(str(tmp_path / "dead"), f"http://127.0.0.1:{port}")
+    return write_kubeconfig(str(tmp_path / "dead"), f"http://127.0.0.1:{free_port()}")
 
 
 BAD_KUBECONFIGS = {

@@ -20,7 +20,7 @@ from jupyter_dask_kube.objects import cluster_selector
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.runtimes.local import LocalRuntime
 
-from helpers import small_pod, wait_until
+from helpers import no_pods, small_pod, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -84,10 +84,6 @@ def process_root(backend, request):
 async def assert_nothing_left(runtime, name, process_root):
     await wait_until(lambda: _empty(runtime, name), timeout=30, what=f"pods and service of {name} gone")
     await wait_until(lambda: not dask_processes(process_root), timeout=30, what="dask processes gone")
-
-
-async def _no_pods(runtime, selector):
-    return not await runtime.list_pods(selector)
 
 
 async def _empty(runtime, name):
@@ -219,7 +215,7 @@ async def test_scheduler_that_cannot_start_fails_fast(make_runtime):
     assert "executable file not found" in str(info.value) or "StartError" in str(info.value)
     # deletion is asynchronous on Kubernetes (the kubelet stops the pod first): wait for it, bounded
     sel = "app.kubernetes.io/managed-by=jupyter-dask-kube,dask.org/component=scheduler"
-    await wait_until(lambda: _no_pods(rt, sel), 30, what="the failed scheduler pod removed")
+    await wait_until(lambda: no_pods(rt, sel), 30, what="the failed scheduler pod removed")
 
 
 async def test_bad_arguments():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import os
 import signal
@@ -20,18 +21,13 @@ from kubernetes.client import ApiException
 from jupyter_dask_kube.testing import EmulatedKubernetes
 from jupyter_dask_kube.testing.fixtures import kube_api
 
+from helpers import wait_for
+
 PY = sys.executable
 
 
-def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+# The emulator answers within milliseconds, and some waits are timed: poll often.
+wait_fast = functools.partial(wait_for, interval=0.05)
 
 
 def pod(name=None, labels=None, command=None, image="ghcr.io/dask/dask:latest", resources=None, generate=None,
@@ -84,7 +80,7 @@ def test_create_get_list_delete_pod(napi, emulated_kubernetes_noproc, label):
     assert int(listed.metadata.resource_version) >= int(meta.resource_version)
     assert napi.list_pod_for_all_namespaces(label_selector=f"t={label}").items
     napi.delete_namespaced_pod(meta.name, ns)
-    wait_for(lambda: not napi.list_namespaced_pod(ns, label_selector=f"t={label}").items, 5)
+    wait_fast(lambda: not napi.list_namespaced_pod(ns, label_selector=f"t={label}").items, 5)
 
 
 def test_status_codes(napi, emulated_kubernetes_noproc, label):
@@ -195,7 +191,7 @@ def test_label_and_field_selectors(napi, emulated_kubernetes_noproc, label):
     assert names(label_selector=f"t={label},x") == [f"sel-{label}-1", f"sel-{label}-2"]
     assert names(label_selector=f"t={label},!x") == [f"sel-{label}-0"]
     assert names(label_selector=f"t={label}", field_selector=f"metadata.name=sel-{label}-2") == [f"sel-{label}-2"]
-    wait_for(lambda: names(label_selector=f"t={label}", field_selector="status.phase=Running") == names(
+    wait_fast(lambda: names(label_selector=f"t={label}", field_selector="status.phase=Running") == names(
         label_selector=f"t={label}"), 5)
     assert names(label_selector=f"t={label}", field_selector="status.phase=Pending") == []
     with pytest.raises(ApiException) as e:
@@ -232,7 +228,7 @@ def test_watch_live_resume_and_timeout(napi, emulated_kubernetes_noproc, label):
     t.start()
     napi.create_namespaced_pod(ns, pod(f"w-{label}", {"t": label}))
     napi.create_namespaced_pod(ns, pod(f"other-{label}", {"t": "else"}))
-    wait_for(lambda: napi.read_namespaced_pod(f"w-{label}", ns).status.phase == "Running", 5)
+    wait_fast(lambda: napi.read_namespaced_pod(f"w-{label}", ns).status.phase == "Running", 5)
     napi.delete_namespaced_pod(f"w-{label}", ns)
     t.join(20)
     assert not t.is_alive()
@@ -281,8 +277,8 @@ def test_owner_reference_gc(napi, emulated_kubernetes_noproc, label):
     assert svc.spec.cluster_ip and svc.spec.cluster_ip.startswith("127.")
     assert svc.spec.ports[0].target_port == 8786
     napi.delete_namespaced_pod(owner.metadata.name, ns)
-    wait_for(lambda: not napi.list_namespaced_pod(ns, label_selector=f"t={label}").items
-             and not napi.list_namespaced_service(ns, label_selector=f"t={label}").items, 10, what="GC")
+    wait_fast(lambda: not napi.list_namespaced_pod(ns, label_selector=f"t={label}").items
+              and not napi.list_namespaced_service(ns, label_selector=f"t={label}").items, 10, what="GC")
 
 
 def test_services_crud(napi, emulated_kubernetes_noproc, label):
@@ -310,12 +306,12 @@ def test_unschedulable_wording(napi, emulated_kubernetes_noproc, label):
     ns = emulated_kubernetes_noproc.namespace
     napi.create_namespaced_pod(ns, pod(f"big-{label}", {"t": label}, resources={"requests": {"memory": "1000Gi"}}))
     napi.create_namespaced_pod(ns, pod(f"cpu-{label}", {"t": label}, resources={"requests": {"cpu": "100"}}))
-    big = wait_for(lambda: (p := napi.read_namespaced_pod(f"big-{label}", ns)) and _condition(p, "PodScheduled") and p, 5)
+    big = wait_fast(lambda: (p := napi.read_namespaced_pod(f"big-{label}", ns)) and _condition(p, "PodScheduled") and p, 5)
     cond = _condition(big, "PodScheduled")
     assert big.status.phase == "Pending" and big.spec.node_name is None
     assert (cond.status, cond.reason, cond.message) == ("False", "Unschedulable",
                                                         "0/1 nodes are available: 1 Insufficient memory.")
-    cpu = wait_for(lambda: (p := napi.read_namespaced_pod(f"cpu-{label}", ns)) and _condition(p, "PodScheduled") and p, 5)
+    cpu = wait_fast(lambda: (p := napi.read_namespaced_pod(f"cpu-{label}", ns)) and _condition(p, "PodScheduled") and p, 5)
     assert _condition(cpu, "PodScheduled").message == "0/1 nodes are available: 1 Insufficient cpu."
     napi.delete_collection_namespaced_pod(ns, label_selector=f"t={label}")
 
@@ -360,9 +356,9 @@ def test_no_process_mode_200_pods(napi, emulated_kubernetes_noproc, label):
     with concurrent.futures.ThreadPoolExecutor(16) as ex:
         list(ex.map(create, range(200)))
     created = time.perf_counter() - t0
-    pods = wait_for(lambda: (items := napi.list_namespaced_pod(ns, label_selector=f"t={label}").items)
-                    and len(items) == 200 and all(p.status.phase == "Running" and p.status.pod_ip for p in items)
-                    and items, 10)
+    pods = wait_fast(lambda: (items := napi.list_namespaced_pod(ns, label_selector=f"t={label}").items)
+                     and len(items) == 200 and all(p.status.phase == "Running" and p.status.pod_ip for p in items)
+                     and items, 10)
     running = time.perf_counter() - t0
     assert len({p.status.pod_ip for p in pods}) == 200
     t0 = time.perf_counter()
@@ -400,8 +396,8 @@ def test_dask_scheduler_behind_service(api, emulated_kubernetes, label):
                  "ports": [{"name": "comm", "port": 8786, "targetPort": 8786},
                            {"name": "dashboard", "port": 8787, "targetPort": 8787}]}})
     ip = svc.spec.cluster_ip
-    running = wait_for(lambda: (p := api.read_namespaced_pod(sched.metadata.name, ns)).status.phase == "Running"
-                       and p, 60, what="scheduler Running")
+    running = wait_fast(lambda: (p := api.read_namespaced_pod(sched.metadata.name, ns)).status.phase == "Running"
+                        and p, 60, what="scheduler Running")
     assert running.spec.node_name == "emulated-node-1" and running.status.pod_ip
 
     def dashboard_ok():
@@ -411,7 +407,7 @@ def test_dask_scheduler_behind_service(api, emulated_kubernetes, label):
         except OSError:
             return False
 
-    wait_for(dashboard_ok, 60, 0.2, what="dashboard via clusterIP")
+    wait_fast(dashboard_ok, 60, interval=0.2, what="dashboard via clusterIP")
     code = ("from distributed import Client; c = Client('tcp://%s:8786', timeout=30); "
             "print(c.scheduler_info()['type']); c.close()" % ip)
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
@@ -422,22 +418,22 @@ def test_dask_scheduler_behind_service(api, emulated_kubernetes, label):
             and any(ip_ in " ".join(p.info["cmdline"]) for ip_ in [running.status.pod_ip])]
     # deleting the owner: graceful stop (deletionTimestamp first), then DELETED, the Service is collected
     api.delete_namespaced_pod(sched.metadata.name, ns)
-    wait_for(lambda: not api.list_namespaced_pod(ns, label_selector=f"t={label}").items, 30, what="pod gone")
-    wait_for(lambda: not api.list_namespaced_service(ns, label_selector=f"t={label}").items, 10, what="svc gone")
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                             for p in pids), 10, what="processes gone")
+    wait_fast(lambda: not api.list_namespaced_pod(ns, label_selector=f"t={label}").items, 30, what="pod gone")
+    wait_fast(lambda: not api.list_namespaced_service(ns, label_selector=f"t={label}").items, 10, what="svc gone")
+    wait_fast(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                              for p in pids), 10, what="processes gone")
 
 
 def test_failed_command_and_logs(api, emulated_kubernetes, label):
     ns = emulated_kubernetes.namespace
     api.create_namespaced_pod(ns, pod(f"fail-{label}", {"t": label},
                                       command=[PY, "-c", "print('hello from the pod'); raise SystemExit(3)"]))
-    failed = wait_for(lambda: (p := api.read_namespaced_pod(f"fail-{label}", ns)).status.phase == "Failed" and p, 30)
+    failed = wait_fast(lambda: (p := api.read_namespaced_pod(f"fail-{label}", ns)).status.phase == "Failed" and p, 30)
     term = failed.status.container_statuses[0].state.terminated
     assert term.exit_code == 3 and term.reason == "Error"
     assert "hello from the pod" in api.read_namespaced_pod_log(f"fail-{label}", ns, container="main")
     api.delete_namespaced_pod(f"fail-{label}", ns)
-    wait_for(lambda: not api.list_namespaced_pod(ns, label_selector=f"t={label}").items, 10)
+    wait_fast(lambda: not api.list_namespaced_pod(ns, label_selector=f"t={label}").items, 10)
 
 
 def test_image_pull_backoff(api, emulated_kubernetes, label):
@@ -449,10 +445,10 @@ def test_image_pull_backoff(api, emulated_kubernetes, label):
         st = (p.status.container_statuses or [None])[0]
         return st and st.state.waiting and st.state.waiting.reason
 
-    assert wait_for(lambda: waiting_reason() == "ImagePullBackOff", 20)
+    assert wait_fast(lambda: waiting_reason() == "ImagePullBackOff", 20)
     assert api.read_namespaced_pod(f"img-{label}", ns).status.phase == "Pending"
     api.delete_namespaced_pod(f"img-{label}", ns, grace_period_seconds=0)
-    wait_for(lambda: not api.list_namespaced_pod(ns, label_selector=f"t={label}").items, 10)
+    wait_fast(lambda: not api.list_namespaced_pod(ns, label_selector=f"t={label}").items, 10)
 
 
 # -- the command line ----------------------------------------------------------------------------------------
@@ -463,13 +459,13 @@ def test_cli_starts_and_sigterm_leaves_no_process(tmp_path):
         proc = subprocess.Popen([PY, "-m", "jupyter_dask_kube.testing", "--kubeconfig", str(kubeconfig)],
                                 stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
-        wait_for(lambda: "export KUBECONFIG=" in log.read_text(), 60, what="ready line")
+        wait_fast(lambda: "export KUBECONFIG=" in log.read_text(), 60, what="ready line")
         text = log.read_text()
         assert f"export KUBECONFIG={kubeconfig}" in text and kubeconfig.exists()
         emu = type("E", (), {"kubeconfig": str(kubeconfig)})()
         api = kube_api(emu)
         api.create_namespaced_pod("default", pod("cli-pod", {"t": "cli"}))
-        p = wait_for(lambda: (x := api.read_namespaced_pod("cli-pod", "default")).status.phase == "Running" and x, 30)
+        p = wait_fast(lambda: (x := api.read_namespaced_pod("cli-pod", "default")).status.phase == "Running" and x, 30)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "the pod should run as a process"
         proc.send_signal(signal.SIGTERM)
@@ -487,5 +483,5 @@ def test_in_process_variant():
     with EmulatedKubernetes(processes=False, in_process=True) as emu:
         api = kube_api(emu)
         created = api.create_namespaced_pod(emu.namespace, pod(generate="inproc-"))
-        assert wait_for(lambda: api.read_namespaced_pod(created.metadata.name, emu.namespace).status.phase == "Running", 5)
+        assert wait_fast(lambda: api.read_namespaced_pod(created.metadata.name, emu.namespace).status.phase == "Running", 5)
         assert emu.pid == os.getpid()

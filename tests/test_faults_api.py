@@ -10,7 +10,6 @@ is left behind. The retries and watch resumptions seen are counted and printed.
 import asyncio
 import json
 import logging
-import socket
 import time
 import uuid
 
@@ -25,6 +24,9 @@ from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.templates import load_template
 from jupyter_dask_kube.testing import write_kubeconfig
 
+from helpers import Pending, rest_call, small_pod, wait_model, wait_until
+from jupyter_process import free_port
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 FAULTS = {
@@ -34,14 +36,7 @@ FAULTS = {
     "drop_watch_after": 3.0,
 }
 RUNTIME_LOGGER = "jupyter_dask_kube.runtimes.kubernetes"
-WORKER_ARGS = ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB", "--death-timeout", "60"]
-
-
-def small_pod():
-    return {"kind": "Pod", "spec": {"restartPolicy": "Never", "containers": [
-        {"name": "dask", "image": "ghcr.io/dask/dask:latest", "args": list(WORKER_ARGS)}]}}
-
-
+MODEL_WAIT = 150  # s for a cluster to reach the state a test waits for
 TINY = {"workers": 1, "worker": small_pod()}
 
 
@@ -98,8 +93,9 @@ async def wait_view_matches_api(cluster, check_api, *, workers=None, timeout=90)
     resourceVersion, worker_spec names exactly the live worker pods, the scheduler knows exactly those
     workers (and, given ``workers``, there are that many). Fails with the differences."""
     sel = cluster_selector(cluster.name)
-    deadline = time.monotonic() + timeout
-    while True:
+    seen = {}
+
+    async def matches():
         pods, _ = await asyncio.to_thread(api_state, check_api, cluster.namespace, sel)
         api_versions = {n: p["metadata"]["resourceVersion"] for n, p in pods.items()}
         cache_versions = {n: p["metadata"]["resourceVersion"] for n, p in cluster.pod_cache.pods.items()
@@ -116,22 +112,19 @@ async def wait_view_matches_api(cluster, check_api, *, workers=None, timeout=90)
             problems.append(f"scheduler's workers {sorted(sched)} != worker_spec {sorted(spec)}")
         if workers is not None and len(spec) != workers:
             problems.append(f"{len(spec)} workers, expected {workers}")
-        if not problems:
-            return pods
-        if time.monotonic() > deadline:
-            raise AssertionError(f"cluster view != API after {timeout}s: " + "; ".join(problems))
-        await asyncio.sleep(0.25)
+        seen["pods"] = pods
+        return Pending("; ".join(problems)) if problems else True
+
+    await wait_until(matches, timeout, interval=0.25, what="the cluster view to equal the API")
+    return seen["pods"]
 
 
 async def wait_gone(check_api, namespace, selector, timeout=60, what="objects"):
-    deadline = time.monotonic() + timeout
-    while True:
+    async def gone():
         pods, svcs = await asyncio.to_thread(api_state, check_api, namespace, selector)
-        if not pods and not svcs:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} left behind after {timeout}s: pods {sorted(pods)}, services {svcs}")
-        await asyncio.sleep(0.25)
+        return (not pods and not svcs) or Pending(f"left behind: pods {sorted(pods)}, services {svcs}")
+
+    await wait_until(gone, timeout, interval=0.25, what=f"{what} to be gone")
 
 
 def fault_report(label, before, after, counter):
@@ -261,17 +254,11 @@ async def test_create_fails_with_reason_when_api_answers_only_errors(emu, retry_
         await rt.close()
 
 
-def dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.asyncio
 async def test_unreachable_api_create_fails_within_seconds(tmp_path, retry_counter):
     """Nothing listens where the kubeconfig points: KubeCluster and the manager both fail within seconds
     with "unreachable" in their words; the status reports it."""
-    kubeconfig = write_kubeconfig(str(tmp_path / "kubeconfig"), f"http://127.0.0.1:{dead_port()}")
+    kubeconfig = write_kubeconfig(str(tmp_path / "kubeconfig"), f"http://127.0.0.1:{free_port()}")
     rt = KubernetesRuntime(kubeconfig=kubeconfig)
     try:
         t = time.monotonic()
@@ -303,7 +290,7 @@ async def test_unreachable_api_create_fails_within_seconds(tmp_path, retry_count
 def kube_target(request, emulated_kubernetes, monkeypatch, tmp_path):
     """The Kubernetes API the server talks to: the shared emulator, or ("down") a port nothing listens on."""
     if getattr(request, "param", "emulator") == "down":
-        path = write_kubeconfig(str(tmp_path / "dead-kubeconfig"), f"http://127.0.0.1:{dead_port()}")
+        path = write_kubeconfig(str(tmp_path / "dead-kubeconfig"), f"http://127.0.0.1:{free_port()}")
         monkeypatch.setenv("KUBECONFIG", path)
         yield None
         return
@@ -329,26 +316,23 @@ def jp_server_config(kube_target, rest_user):
 
 
 class Recorder:
-    """jp_fetch that never raises on an HTTP error and remembers every answer."""
+    """jp_fetch that remembers every answer (use it as rest_call's and wait_model's jp_fetch)."""
 
     def __init__(self, jp_fetch):
         self.jp_fetch = jp_fetch
         self.answers: list[tuple[str, int, object]] = []
 
-    async def __call__(self, method, *path, body=None):
-        kwargs = {"method": method, "raise_error": False}
-        if body is not None or method in ("POST", "PATCH"):
-            kwargs["body"] = json.dumps(body) if body is not None else ""
-        resp = await self.jp_fetch("dask-kube", "api", *path, **kwargs)
+    async def __call__(self, *parts, **kwargs):
+        resp = await self.jp_fetch(*parts, **kwargs)
         data = json.loads(resp.body) if resp.body else None
-        self.answers.append((f"{method} /{'/'.join(path)}", resp.code, data))
-        return resp.code, data
+        self.answers.append((f"{kwargs['method']} /{'/'.join(parts[2:])}", resp.code, data))
+        return resp
 
     async def until(self, method, *path, ok=(200,), body=None, timeout=60):
         """Repeat a request while it answers 503 (Kubernetes unreachable: a client may try again)."""
         deadline = time.monotonic() + timeout
         while True:
-            code, data = await self(method, *path, body=body)
+            code, data = await rest_call(self, method, *path, body=body)
             if code in ok or code != 503 or time.monotonic() > deadline:
                 return code, data
             await asyncio.sleep(0.5)
@@ -360,21 +344,10 @@ class Recorder:
         assert all(isinstance(data, dict) and data.get("message") for _, code, data in self.answers if code >= 400)
 
 
-async def wait_model(rec, cid, predicate, timeout=150, what="state"):
-    deadline = time.monotonic() + timeout
-    while True:
-        code, model = await rec("GET", "clusters", cid)
-        if code == 200 and predicate(model):
-            return model
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last {code} {model}")
-        await asyncio.sleep(0.3)
-
-
 async def test_rest_create_scale_delete_under_api_faults(jp_fetch, kube_target, rest_user):
     emu = kube_target
     check = emu.api(no_faults=True)
-    call = Recorder(jp_fetch)
+    rec = Recorder(jp_fetch)
     counter = RetryCounter()
     logging.getLogger(RUNTIME_LOGGER).addHandler(counter)
     logging.getLogger(RUNTIME_LOGGER).setLevel(logging.DEBUG)
@@ -382,65 +355,69 @@ async def test_rest_create_scale_delete_under_api_faults(jp_fetch, kube_target, 
     emu.set_faults(FAULTS)
     try:
         t = time.monotonic()
-        code, a = await call.until("POST", "clusters", body={"template": "tiny", "workers": 1}, ok=(201,))
+        code, a = await rec.until("POST", "clusters", body={"template": "tiny", "workers": 1}, ok=(201,))
         assert code == 201, a
-        code, b = await call.until("POST", "clusters", body={"template": "tiny", "workers": 2}, ok=(201,))
+        code, b = await rec.until("POST", "clusters", body={"template": "tiny", "workers": 2}, ok=(201,))
         assert code == 201, b
-        a = await wait_model(call, a["id"], lambda m: m["status"] == "running" and m["workers"] == 1, what="a runs")
-        b = await wait_model(call, b["id"], lambda m: m["status"] == "running" and m["workers"] == 2, what="b runs")
+        a = await wait_model(rec, a["id"], lambda m: m["status"] == "running" and m["workers"] == 1, MODEL_WAIT,
+                             interval=0.3, what="a runs")
+        b = await wait_model(rec, b["id"], lambda m: m["status"] == "running" and m["workers"] == 2, MODEL_WAIT,
+                             interval=0.3, what="b runs")
         created = time.monotonic() - t
-        code, a = await call("PATCH", "clusters", a["id"], body={"workers": 2})
+        code, a = await rest_call(rec, "PATCH", "clusters", a["id"], body={"workers": 2})
         assert code == 200, a
-        code, b = await call("PATCH", "clusters", b["id"], body={"adapt": {"minimum": 1, "maximum": 2}})
+        code, b = await rest_call(rec, "PATCH", "clusters", b["id"], body={"adapt": {"minimum": 1, "maximum": 2}})
         assert code == 200, b
         for cid, n in ((a["id"], 2), (b["id"], 1)):
-            model = await wait_model(call, cid, lambda m, n=n: m["status"] == "running" and m["workers"] == n
-                                     and m["requested_workers"] == n, what=f"{cid} at {n} workers")
-            # the model's pods are the API's pods
+            model = await wait_model(rec, cid, lambda m, n=n: m["status"] == "running" and m["workers"] == n
+                                     and m["requested_workers"] == n, MODEL_WAIT, interval=0.3,
+                                     what=f"{cid} at {n} workers")
             sel = cluster_selector(cid)
-            deadline = time.monotonic() + 60
-            while True:
+            current = {"model": model}
+
+            async def same_pods(cid=cid, sel=sel, current=current):
                 pods, _ = await asyncio.to_thread(api_state, check, emu.namespace, sel)
-                names = {p["name"] for p in model["pods"]}
+                names = {p["name"] for p in current["model"]["pods"]}
                 if names == set(pods):
-                    break
-                assert time.monotonic() < deadline, f"model pods {sorted(names)} != API pods {sorted(pods)}"
-                await asyncio.sleep(0.3)
-                model = (await call("GET", "clusters", cid))[1]
-        code, _ = await call("GET", "status")
+                    return True
+                current["model"] = (await rest_call(rec, "GET", "clusters", cid))[1]
+                return Pending(f"model pods {sorted(names)} != API pods {sorted(pods)}")
+
+            await wait_until(same_pods, 60, interval=0.3, what="the model's pods to be the API's pods")
+        code, _ = await rest_call(rec, "GET", "status")
         assert code == 200
         t = time.monotonic()
         for cid in (a["id"], b["id"]):
-            code, data = await call("DELETE", "clusters", cid)
+            code, data = await rest_call(rec, "DELETE", "clusters", cid)
             assert code == 204, data
         deleted = time.monotonic() - t
-        code, data = await call("GET", "clusters")
+        code, data = await rest_call(rec, "GET", "clusters")
         assert code == 200 and data["clusters"] == []
         await wait_gone(check, emu.namespace, user_selector(rest_user), what="the user's pods after delete")
     finally:
         emu.clear_faults()
         logging.getLogger(RUNTIME_LOGGER).removeHandler(counter)
-    call.check()
-    codes = sorted({code for _, code, _ in call.answers})
+    rec.check()
+    codes = sorted({code for _, code, _ in rec.answers})
     fault_report("REST create/scale/delete", before, emu.stats(), counter)
-    print(f"  {len(call.answers)} requests answered with {codes}; both clusters running after {created:.1f}s, "
+    print(f"  {len(rec.answers)} requests answered with {codes}; both clusters running after {created:.1f}s, "
           f"deleted in {deleted:.1f}s")
 
 
 @pytest.mark.parametrize("kube_target", ["down"], indirect=True)
 async def test_rest_when_api_is_down(jp_fetch, kube_target):
-    call = Recorder(jp_fetch)
+    rec = Recorder(jp_fetch)
     t = time.monotonic()
-    code, data = await call("POST", "clusters", body={"template": "tiny"})
+    code, data = await rest_call(rec, "POST", "clusters", body={"template": "tiny"})
     elapsed = time.monotonic() - t
     assert code == 503 and data["message"].startswith("Kubernetes API not reachable"), (code, data)
     assert elapsed < 15
-    code, data = await call("GET", "status")
+    code, data = await rest_call(rec, "GET", "status")
     assert code == 200
     assert any(p.startswith("Kubernetes API not reachable") for p in data["problems"]), data
-    code, data = await call("GET", "clusters")
+    code, data = await rest_call(rec, "GET", "clusters")
     assert code == 503 and "not reachable" in data["message"]
-    code, data = await call("GET", "templates")
+    code, data = await rest_call(rec, "GET", "templates")
     assert code == 200 and data["templates"]
-    call.check()
-    print(f"\n[REST, API down] POST answered 503 after {elapsed:.1f}s: {call.answers[0][2]['message']!r}")
+    rec.check()
+    print(f"\n[REST, API down] POST answered 503 after {elapsed:.1f}s: {rec.answers[0][2]['message']!r}")

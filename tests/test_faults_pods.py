@@ -123,7 +123,7 @@ async def wait_settled(cluster, check, n, timeout=120, avoid=()):
         pods = await live_workers(check, cluster.namespace, cluster.name)
         spec = set(cluster.worker_spec)
         return len(spec) == n and spec == pods == connected(cluster) and not (spec & set(avoid))
-    await wait_until(ok, timeout, 0.2, what=f"{n} workers, view == API (avoiding {sorted(avoid)})")
+    await wait_until(ok, timeout, interval=0.2, what=f"{n} workers, view == API (avoiding {sorted(avoid)})")
 
 
 # -- deleted under adapt ----------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ async def test_worker_over_its_memory_limit_is_reported_as_oomkilled(emu, runtim
         cluster = rec.cluster
         log = WorkerLog(manager.pod_cache, cluster.name)
         t = time.monotonic()
-        await wait_until(lambda: cluster.failing, 120, 0.2, what="the crash-loop guard")
+        await wait_until(lambda: cluster.failing, 120, interval=0.2, what="the crash-loop guard")
         elapsed = time.monotonic() - t
         assert "OOMKilled" in cluster.problem and "more memory than its limit" in cluster.problem, cluster.problem
         oom_pods = [n for n in log.states if "OOMKilled" in log.reasons(n)]
@@ -266,7 +266,7 @@ async def test_lost_scheduler_fails_cluster_and_everything_goes(emu, runtime, ch
         a_id = model["id"]
         rec = manager.records[a_id]
         await wait_until(lambda: manager.model(rec)["status"] == "running" and manager.model(rec)["workers"] == 1,
-                         120, 0.2, what="cluster A running with 1 worker")
+                         120, interval=0.2, what="cluster A running with 1 worker")
         await wait_settled(b, check, 1)
         a_pods, a_svcs = await api_objects(check, emu.namespace, cluster_selector(a_id))
         b_pods, b_svcs = await api_objects(check, emu.namespace, cluster_selector(b.name))
@@ -285,14 +285,14 @@ async def test_lost_scheduler_fails_cluster_and_everything_goes(emu, runtime, ch
         async def gone(name):
             pods, svcs = await api_objects(check, emu.namespace, cluster_selector(name))
             return not pods and not svcs
-        await wait_until(lambda: gone(a_id), 30, 0.2, what="A's workers and Service removed by the cluster")
+        await wait_until(lambda: gone(a_id), 30, interval=0.2, what="A's workers and Service removed by the cluster")
         a_clean = time.monotonic() - t
 
         # B: nobody watches; garbage collection by ownerReference
         await b.detach()
         t = time.monotonic()
         await asyncio.to_thread(check.delete_namespaced_pod, f"{b.name}-scheduler", emu.namespace)
-        await wait_until(lambda: gone(b.name), 30, 0.2, what="B's workers and Service garbage-collected")
+        await wait_until(lambda: gone(b.name), 30, interval=0.2, what="B's workers and Service garbage-collected")
         b_clean = time.monotonic() - t
 
         await manager.delete(a_id)

@@ -25,7 +25,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,32 +39,16 @@ from jupyter_dask_kube.objects import LABEL_CLUSTER, LABEL_USER, user_selector
 from jupyter_dask_kube.testing import EmulatedKubernetes
 from jupyter_dask_kube.testing.fixtures import kube_api
 
+from helpers import tiny_template, wait_for
+from jupyter_process import end_process, free_ports
+
 HUB_DIR = Path(__file__).parent / "hub"
 HUB_CONFIG = HUB_DIR / "jupyterhub_config.py"
 CHP = HUB_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
 USERS = ("alice", "bob")
 USERS_SELECTOR = f"{LABEL_USER} in ({','.join(USERS)})"
 
-TEMPLATES = {
-    "tiny": {
-        "display_name": "Tiny (1 thread, 1 GB)",
-        "default": True,
-        "workers": 1,
-        "worker": {
-            "kind": "Pod",
-            "spec": {
-                "containers": [
-                    {
-                        "name": "dask",
-                        "image": "ghcr.io/dask/dask:latest",
-                        "args": ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
-                        "resources": {"limits": {"cpu": "1", "memory": "1G"}},
-                    }
-                ]
-            },
-        },
-    }
-}
+TEMPLATES = {"tiny": tiny_template()}
 
 
 def _missing(why: str):
@@ -78,35 +61,10 @@ def _missing(why: str):
 requests = pytest.importorskip("requests")  # a dependency of jupyterhub
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2, detail=None):
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` (and ``detail()``) at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"\n{detail()}" if detail else ""))
-        time.sleep(interval)
 
 
 # -- configurable-http-proxy from npm ----------------------------------------------------------------------------
@@ -147,7 +105,7 @@ class Hub:
 
     # -- start ---------------------------------------------------------------------------------------------------
     def start(self):
-        proxy_port, hub_port, api_port = self.ports = _free_ports(3)
+        proxy_port, hub_port, api_port = self.ports = free_ports(3)
         self.url = f"http://127.0.0.1:{proxy_port}"
         jupyter_config = os.path.join(self.dir, "jupyter-config")
         os.makedirs(jupyter_config)
@@ -206,7 +164,7 @@ class Hub:
                 return False
 
         t0 = time.monotonic()
-        wait_for(hub_up, 60, "the hub behind its proxy", detail=self.log_tail)
+        wait_for(hub_up, 60, what="the hub behind its proxy", detail=self.log_tail)
         print(f"hub up in {time.monotonic() - t0:.1f}s")
         self._track_children()
 
@@ -220,7 +178,8 @@ class Hub:
             r = self.admin("POST", f"users/{user}/server")
             assert r.status_code in (201, 202), (r.status_code, r.text)
         for user in USERS:
-            wait_for(lambda user=user: self._ready(user), 150, f"{user}'s single-user server", interval=0.5, detail=self.log_tail)
+            wait_for(lambda user=user: self._ready(user), 150, interval=0.5, what=f"{user}'s single-user server",
+                     detail=self.log_tail)
         print(f"hub and both single-user servers up in {time.monotonic() - t0:.1f}s")
         self._track_children()
 
@@ -283,38 +242,18 @@ class Hub:
     def stop(self) -> list[str]:
         """Stop the servers (hub API), then the hub (which stops the proxy). Kill survivors; return what survived
         the clean shutdown (pids, commands and ports still listening), empty when everything ended by itself."""
-        proc = self.proc
+        proc, self.proc = self.proc, None
         if proc is None:
             return []
         try:
             if proc.poll() is None:
-                self._track_children()
+                self._track_children(proc)
                 for user in USERS:
-                    try:
+                    with contextlib.suppress(requests.RequestException):
                         self.admin("DELETE", f"users/{user}/server")
-                    except requests.RequestException:
-                        pass
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            self.proc = None
-        try:  # the hub's stop of its children may take a moment after the hub itself is gone
-            wait_for(lambda: not self._alive(), 15, "the hub's processes to end")
-        except AssertionError:
-            pass
-        survivors = []
-        for p in self._alive():
-            survivors.append(f"pid {p.pid}: {self.tracked[p.pid][1]}")
-            try:
-                p.kill()
-                p.wait(5)
-            except psutil.Error:
-                pass
+        finally:  # the hub's stop of its children may take a moment after the hub itself is gone
+            left = end_process(proc, self._alive())
+        survivors = [f"pid {p.pid}: {self.tracked[p.pid][1]}" for p in left]
         survivors += [f"port {port} still listening" for port in self.ports if _port_open(port)]
         return survivors
 
@@ -352,7 +291,8 @@ def _remove_pods(emu) -> list[str]:
             core.delete_namespaced_pod(p.metadata.name, emu.namespace, grace_period_seconds=0)
     if pods:
         try:
-            wait_for(lambda: not _pods(core, emu.namespace, USERS_SELECTOR), 30, "the hub users' pods to be deleted")
+            wait_for(lambda: not _pods(core, emu.namespace, USERS_SELECTOR), 30,
+                     what="the hub users' pods to be deleted")
         except AssertionError:
             pass
     return [p.metadata.name for p in pods]
@@ -394,7 +334,7 @@ class User:
                 "\n".join(f"--- {pod} ---\n{text[-3000:]}" for pod, text in logs["logs"].items())
                 if code == 200 else str(logs))
 
-        return wait_for(check, timeout, f"{self.name}'s {what}", interval=0.3, detail=detail)
+        return wait_for(check, timeout, interval=0.3, what=f"{self.name}'s {what}", detail=detail)
 
 
 def _pods(core, namespace: str, selector: str) -> list:
@@ -507,9 +447,9 @@ def _two_users(hub: Hub, emu):
     for u in (alice, bob):
         code, data = u.api("GET", "clusters")
         assert code == 200 and data["clusters"] == [], data
-    wait_for(lambda: not _pods(core, ns, USERS_SELECTOR), 60, "alice's and bob's pods to be gone",
+    wait_for(lambda: not _pods(core, ns, USERS_SELECTOR), 60, what="alice's and bob's pods to be gone",
              detail=lambda: [p.metadata.name for p in _pods(core, ns, USERS_SELECTOR)])
-    wait_for(lambda: not _dask_processes(prefixes), 30, "the clusters' dask processes to end",
+    wait_for(lambda: not _dask_processes(prefixes), 30, what="the clusters' dask processes to end",
              detail=lambda: _dask_processes(prefixes))
 
     # -- the hub, its proxy and both single-user servers stop cleanly --------------------------------------------

@@ -1,8 +1,5 @@
 """objects: manifests are exactly what we mean and survive the official client's models."""
 import copy
-import inspect
-import json
-from collections import namedtuple
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -42,8 +39,9 @@ from jupyter_dask_kube.objects import (
 )
 from jupyter_dask_kube.templates import load_pod
 
+from helpers import assert_round_trips
+
 SEED = Path(__file__).parent / "data" / "worker-spec.yml"
-_Response = namedtuple("_Response", ["data"])
 CLUSTER = "dask-alice-0123456789"
 WORKER = naming.worker_pod_name(CLUSTER, "ab1cd")
 ADDRESS = f"tcp://{CLUSTER}:8786"
@@ -54,22 +52,6 @@ WORKER_TOLERATIONS = [
 SCHEDULER_TOLERATIONS = [dict(t, value="scheduler") for t in WORKER_TOLERATIONS]
 SCHEDULER_POD = {"apiVersion": "v1", "kind": "Pod",
                  "metadata": {"name": naming.scheduler_pod_name(CLUSTER), "uid": "1111-2222"}}
-
-
-def deserialize(manifest, klass):
-    """The official client's own deserialization, as the API response path does it."""
-    api = ApiClient()
-    text = json.dumps(manifest)
-    if "content_type" in inspect.signature(api.deserialize).parameters:  # kubernetes >= 35
-        return api.deserialize(text, klass, "application/json")
-    return api.deserialize(_Response(text), klass)
-
-
-def assert_round_trips(manifest, klass="V1Pod"):
-    model = deserialize(manifest, klass)
-    assert type(model).__name__ == klass
-    assert ApiClient().sanitize_for_serialization(model) == manifest
-    return model
 
 
 def seed():

@@ -10,16 +10,8 @@ Everything is HTTP: the REST API with the server's token, the Kubernetes API thr
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import secrets
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
@@ -27,168 +19,29 @@ import pytest
 from jupyter_dask_kube.objects import user_selector
 from jupyter_dask_kube.testing.fixtures import kube_api
 
-# Generous: the suite must pass on 2 busy cores, where a dask worker process takes seconds to start.
-SERVER_START = 90
-WORKERS_UP = 120
+from helpers import (
+    WORKERS_UP,
+    Pending,
+    delete_objects,
+    detached_cluster,
+    limited_pod,
+    pods_of,
+    services_of,
+    tiny_template,
+    wait_for,
+)
+from jupyter_process import JupyterServer, server_config, server_env
+
 GONE = 90
 
-WORKER_POD = {
-    "kind": "Pod",
-    "spec": {
-        "containers": [
-            {
-                "name": "dask",
-                "image": "ghcr.io/dask/dask:latest",
-                "args": ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
-                "resources": {"limits": {"cpu": "1", "memory": "1G"}},
-            }
-        ]
-    },
-}
-TEMPLATES = {
-    "tiny": {
-        "display_name": "Tiny (1 thread, 1 GB)",
-        "description": "for restart tests",
-        "default": True,
-        "workers": 1,
-        "worker": WORKER_POD,
-    }
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout, what, interval=0.25):
-    """Poll until predicate() returns something truthy; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = predicate()
-        if last and not isinstance(last, Pending):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
-
-
-class Pending(str):
-    """A falsy-in-spirit value that says why a wait goes on (shown when the wait times out)."""
-
-
-class JupyterServer:
-    """`python -m jupyter_server` in a subprocess, with its own config, runtime dirs and log file."""
-
-    def __init__(self, workdir: str, env: dict, name: str):
-        self.workdir = workdir
-        self.env = env
-        self.name = name
-        self.port = free_port()
-        self.token = env["JDK_TEST_TOKEN"]
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = os.path.join(workdir, f"server-{name}.log")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> JupyterServer:
-        cmd = [
-            sys.executable, "-m", "jupyter_server",
-            "--no-browser", "--allow-root",
-            f"--port={self.port}", "--ServerApp.port_retries=0",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={self.token}",
-            f"--ServerApp.root_dir={self.workdir}",
-        ]
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, cwd=self.workdir
-            )
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server {self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                code, _ = self.call("GET", "status")
-            except OSError as exc:
-                return Pending(str(exc))
-            return code == 200 or Pending(f"status {code}")
-
-        try:
-            wait_for(up, SERVER_START, f"server {self.name} to answer")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- server log ---\n{self.log()}") from None
-        return self
-
-    def log(self, tail: int = 6000) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()[-tail:]
-        except OSError:
-            return ""
-
-    def call(self, method: str, *path: str, body=None, expect: int | None = None):
-        """(status, json) of a dask-kube REST call; 4xx/5xx answers are returned, not raised."""
-        url = self.url + "dask-kube/api/" + "/".join(path)
-        data = json.dumps(body).encode() if body is not None else (b"" if method in ("POST", "PATCH") else None)
-        req = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"token {self.token}", "Content-Type": "application/json",
-        })
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                code, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            code, raw = exc.code, exc.read()
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = raw.decode(errors="replace")
-        if expect is not None:
-            assert code == expect, f"{method} {url}: {code} {payload}\n--- server log ---\n{self.log()}"
-        return code, payload
-
-    def clusters(self) -> dict[str, dict]:
-        code, data = self.call("GET", "clusters", expect=200)
-        return {c["id"]: c for c in data["clusters"]}
-
-    def kill(self, sig=signal.SIGKILL, timeout: float = 60) -> int | None:
-        """Send sig and wait for the exit; returns the exit code (None if it was not running)."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-                raise AssertionError(f"server {self.name} did not exit within {timeout}s of {sig!r}:\n{self.log()}")
-        return proc.returncode
+TEMPLATES = {"tiny": tiny_template(description="for restart tests")}
 
 
 @pytest.fixture
 def restart_env(emulated_kubernetes, tmp_path):
     """Environment and config of the servers: a unique hub user, everything Jupyter and dask under tmp."""
     user = f"restart-{uuid.uuid4().hex[:8]}"
-    cfg = tmp_path / "jupyter-config"
-    cfg.mkdir()
-    (cfg / "jupyter_server_config.py").write_text(
-        "c.ServerApp.jpserver_extensions = {'jupyter_dask_kube': True}\n"
-        "c.DaskKube.backend = 'kubernetes'\n"
-        f"c.DaskKube.templates = {TEMPLATES!r}\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "JUPYTER_", "KUBE"))}
-    env.update(
-        KUBECONFIG=emulated_kubernetes.kubeconfig,
-        JUPYTERHUB_USER=user,
-        DASK_CONFIG=str(tmp_path / "dask"),
-        JUPYTER_CONFIG_DIR=str(cfg),
-        JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
-        IPYTHONDIR=str(tmp_path / "ipython"),
-        PYTHONUNBUFFERED="1",
-        JDK_TEST_TOKEN=secrets.token_hex(16),
-    )
+    env = server_env(tmp_path, config=server_config(TEMPLATES), user=user, kubeconfig=emulated_kubernetes.kubeconfig)
     return user, env
 
 
@@ -199,7 +52,7 @@ def servers(restart_env, tmp_path, emulated_kubernetes):
     made: list[JupyterServer] = []
 
     def start(name: str) -> JupyterServer:
-        s = JupyterServer(str(tmp_path), env, name)
+        s = JupyterServer(tmp_path, env, name)
         made.append(s)
         return s.start()
 
@@ -211,11 +64,7 @@ def servers(restart_env, tmp_path, emulated_kubernetes):
             pass
     api = kube_api(emulated_kubernetes)
     try:
-        api.delete_collection_namespaced_pod(emulated_kubernetes.namespace, label_selector=user_selector(user),
-                                             grace_period_seconds=0)
-        for svc in api.list_namespaced_service(emulated_kubernetes.namespace,
-                                               label_selector=user_selector(user)).items:
-            api.delete_namespaced_service(svc.metadata.name, emulated_kubernetes.namespace)
+        delete_objects(api, emulated_kubernetes.namespace, user_selector(user))
     except Exception:
         pass
     finally:
@@ -231,12 +80,11 @@ def kube(emulated_kubernetes):
 
 def user_pods(kube, namespace: str, user: str) -> dict[str, tuple]:
     """name -> (uid, phase, deleting) of every pod of the user."""
-    pods = kube.list_namespaced_pod(namespace, label_selector=user_selector(user)).items
-    return {p.metadata.name: (p.metadata.uid, p.status.phase, bool(p.metadata.deletion_timestamp)) for p in pods}
+    return pods_of(kube, namespace, user_selector(user))
 
 
 def user_services(kube, namespace: str, user: str) -> list[str]:
-    return [s.metadata.name for s in kube.list_namespaced_service(namespace, label_selector=user_selector(user)).items]
+    return services_of(kube, namespace, user_selector(user))
 
 
 def expect_clusters(server: JupyterServer, expected: dict[str, dict], timeout=WORKERS_UP) -> dict[str, dict]:
@@ -260,7 +108,7 @@ def expect_clusters(server: JupyterServer, expected: dict[str, dict], timeout=WO
         return got
 
     try:
-        return wait_for(check, timeout, f"server {server.name} to list {sorted(expected)} running")
+        return wait_for(check, timeout, what=f"server {server.name} to list {sorted(expected)} running")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- server log ---\n{server.log()}") from None
 
@@ -273,29 +121,7 @@ def stable_pods(kube, ns, user, count, timeout=WORKERS_UP):
             return pods
         return Pending(repr(pods))
 
-    return wait_for(check, timeout, f"{count} running pods")
-
-
-async def make_python_cluster(kubeconfig: str, user: str) -> str:
-    """A cluster made from Python with a remote scheduler and one worker, left running (the kernel went away)."""
-    from jupyter_dask_kube import KubeCluster
-    from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
-
-    runtime = KubernetesRuntime(kubeconfig=kubeconfig)
-    try:
-        cluster = KubeCluster(WORKER_POD, runtime=runtime, username=user, asynchronous=True, n_workers=1)
-        await cluster
-        try:
-            await cluster._wait_for_workers(1, timeout=WORKERS_UP)
-        except BaseException:
-            await cluster.close()
-            raise
-        name = cluster.name
-        assert cluster.deploy_mode == "remote"
-        await cluster.detach()  # keep the pods: what a notebook kernel that is gone leaves behind
-        return name
-    finally:
-        await runtime.close()
+    return wait_for(check, timeout, what=f"{count} running pods")
 
 
 @pytest.mark.timeout(900)
@@ -324,7 +150,7 @@ def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_ku
 
     # -- a cluster made from Python by the same user (remote scheduler, 1 worker) ---------------------
     step("make a cluster from Python")
-    py_id = asyncio.run(make_python_cluster(emulated_kubernetes.kubeconfig, user))
+    py_id = asyncio.run(detached_cluster(user, kubeconfig=emulated_kubernetes.kubeconfig, pod=limited_pod()))
     assert py_id not in (id1, id2)
 
     # 3 schedulers + 2 + 1 + 1 workers; adapt {1, 3} with no work keeps its one worker
@@ -388,9 +214,9 @@ def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_ku
         assert code == 204, (cid, code, c.log())
     assert c.clusters() == {}
     wait_for(lambda: not user_pods(kube, ns, user) or Pending(repr(user_pods(kube, ns, user))), GONE,
-             "every pod of the user to be gone")
+             what="every pod of the user to be gone")
     wait_for(lambda: not user_services(kube, ns, user) or Pending(repr(user_services(kube, ns, user))), GONE,
-             "every service of the user to be gone")
+             what="every service of the user to be gone")
     # and a server started now finds nothing to adopt
     step("all gone; start server D")
     c.kill(signal.SIGKILL)

@@ -14,23 +14,11 @@ from jupyter_dask_kube.runtimes import RuntimeAPIError
 from jupyter_dask_kube.runtimes.local import LocalPodRunner, LocalRuntime
 from jupyter_dask_kube.runtimes.localpod import container_argv
 
+from helpers import wait_until
+
 pytestmark = pytest.mark.asyncio
 
 PY = sys.executable
-
-
-async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = ""):
-    """Poll ``predicate`` (sync or async) until truthy; its value. Fails the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(interval)
 
 
 @pytest_asyncio.fixture
@@ -61,7 +49,7 @@ async def phase(rt, name, *phases, timeout=30):
     async def check():
         p = await rt.read_pod(name)
         return p if p and p["status"].get("phase") in phases else None
-    return await wait_for(check, timeout, what=f"pod {name} phase in {phases}")
+    return await wait_until(check, timeout, what=f"pod {name} phase in {phases}")
 
 
 def state(p, key=None):
@@ -171,8 +159,8 @@ async def test_dask_cluster_pods_and_service(rt):
     # deleting the scheduler garbage-collects its workers and the service
     all_pids = [q.pid for n in rt.runner.names() for pid in rt.runner.pids(n) for q in tree(pid)]
     assert await rt.delete_pod("c1-scheduler", grace_period_seconds=5)
-    await wait_for(lambda: not rt._pods and not rt._services, 30, what="garbage collection")
-    await wait_for(lambda: not alive(all_pids), 15, what="processes gone")
+    await wait_until(lambda: not rt._pods and not rt._services, 30, what="garbage collection")
+    await wait_until(lambda: not alive(all_pids), 15, what="processes gone")
 
 
 # -- command lines and environment -------------------------------------------------------------------
@@ -253,7 +241,7 @@ async def test_exit_states(rt):
         s = state(p)
         w = s["state"].get("waiting") or {}
         return p if w.get("reason") == "CrashLoopBackOff" and s["restartCount"] >= 2 else None
-    p = await wait_for(crash_looping, 30, what="CrashLoopBackOff")
+    p = await wait_until(crash_looping, 30, interval=0.05, what="CrashLoopBackOff")
     s = state(p)
     assert p["status"]["phase"] == "Running"
     assert s["lastState"]["terminated"]["exitCode"] == 2
@@ -279,7 +267,7 @@ async def test_image_pull_backoff():
             p = await runtime.read_pod("pull")
             w = (p["status"].get("containerStatuses") or [{}])[0].get("state", {}).get("waiting") or {}
             return p if w.get("reason") == "ImagePullBackOff" else None
-        p = await wait_for(backoff, 10, what="ImagePullBackOff")
+        p = await wait_until(backoff, 10, interval=0.05, what="ImagePullBackOff")
         assert p["status"]["phase"] == "Pending"
         assert state(p, "waiting")["message"] == 'Back-off pulling image "example.org/missing:1"'
         assert runtime.runner.pids("pull") == []
@@ -349,8 +337,8 @@ async def test_watch_order_and_delete_kills_tree(rt):
     await rt.create_pod(pod("other", command=["python", "-c", "pass"], labels={"w": "2"}))
     await phase(rt, "tree", "Running")
     leader = rt.runner.pids("tree")[0]
-    pids = await wait_for(lambda: [p.pid for p in tree(leader)] if len(tree(leader)) >= 2 else None, 15,
-                          what="child process")
+    pids = await wait_until(lambda: [p.pid for p in tree(leader)] if len(tree(leader)) >= 2 else None, 15,
+                            what="child process")
     t0 = time.monotonic()
     assert await rt.delete_pod("tree", grace_period_seconds=1)
     assert time.monotonic() - t0 < 10
@@ -362,7 +350,7 @@ async def test_watch_order_and_delete_kills_tree(rt):
     assert all(e[0] == "MODIFIED" for e in mine[1:-1]) and any(e[2] == "Running" for e in mine)
     assert not any(e[1] == "other" for e in events)
     await second.aclose()
-    await wait_for(lambda: not rt._watchers, 5, what="watchers unsubscribed")
+    await wait_until(lambda: not rt._watchers, 5, what="watchers unsubscribed")
 
     # resuming from a resourceVersion replays what came after it
     resumed = rt.watch_pods("w=1", resource_version=events[-1][3])  # after tree's DELETED
@@ -390,12 +378,12 @@ async def test_owner_reference_gc_and_close_leaves_nothing():
         for n in ("owner", "dep-0", "dep-1", "free"):
             await phase(runtime, n, "Running")
         assert await runtime.delete_pod("owner", grace_period_seconds=1)
-        await wait_for(lambda: set(runtime._pods) == {"free"} and not runtime._services, 15, what="GC")
+        await wait_until(lambda: set(runtime._pods) == {"free"} and not runtime._services, 15, what="GC")
         # a dependent whose owner is gone is collected too
         late = pod("late", command=sleeper)
         late["metadata"]["ownerReferences"] = ref
         await runtime.create_pod(late)
-        await wait_for(lambda: "late" not in runtime._pods, 15, what="orphan GC")
+        await wait_until(lambda: "late" not in runtime._pods, 15, what="orphan GC")
 
         await runtime.create_service({"metadata": {"name": "svc"}, "spec": {"selector": {"x": "y"},
                                                                              "ports": [{"port": 8786}]}})
@@ -423,7 +411,7 @@ async def test_no_process_mode_many_pods():
         async def all_running():
             pods = await runtime.list_pods("load=1")
             return len(pods) == 200 and all(p["status"]["phase"] == "Running" for p in pods)
-        await wait_for(all_running, 30, what="200 pods running")
+        await wait_until(all_running, 30, what="200 pods running")
         pods = await runtime.list_pods("load=1")
         assert len({p["status"]["podIP"] for p in pods}) == 200
         assert [c for c in psutil.Process().children() if c.pid not in before] == []
@@ -439,7 +427,7 @@ async def test_runner_log_dir_and_stop_idempotent(tmp_path):
     try:
         ip = await runner.run(pod("r1", command=["python", "-c", "import time; print('hi', flush=True); time.sleep(60)"]))
         assert ip.startswith("127.")
-        await wait_for(lambda: "hi" in runner.logs("r1"), 15, what="log line")
+        await wait_until(lambda: "hi" in runner.logs("r1"), 15, what="log line")
         assert (tmp_path / "r1_main.log").read_text().startswith("hi")
         assert seen[0] == "Pending" and "Running" in seen
         pids = runner.pids("r1")
@@ -472,4 +460,4 @@ async def test_pods_die_with_the_process_that_runs_them():
     finally:
         parent.kill()
         await parent.wait()
-    await wait_for(lambda: not alive([pod_pid]), 10, what="pod process to die with its parent")
+    await wait_until(lambda: not alive([pod_pid]), 10, what="pod process to die with its parent")

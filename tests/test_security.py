@@ -12,12 +12,10 @@
 - The server token never appears in the server's logs or pod logs, and pods never inherit
   JUPYTERHUB_API_TOKEN / JPY_API_TOKEN from the server's environment.
 """
-import asyncio
 import contextlib
 import io
 import json
 import logging
-import time
 import uuid
 from http.cookies import SimpleCookie
 from urllib.parse import quote
@@ -28,21 +26,11 @@ import tornado.httpclient
 
 from jupyter_dask_kube.objects import LABEL_CLUSTER, user_selector
 
+from helpers import limited_pod, rest_call, wait_model
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
-WORKER = {
-    "kind": "Pod",
-    "spec": {
-        "containers": [
-            {
-                "name": "dask",
-                "image": "ghcr.io/dask/dask:latest",
-                "args": ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
-                "resources": {"limits": {"cpu": "1", "memory": "1G"}},
-            }
-        ]
-    },
-}
+WORKER = limited_pod()
 TEMPLATES = {
     "tiny": {
         "display_name": "Tiny",
@@ -122,34 +110,15 @@ def as_json(resp):
     return json.loads(resp.body) if resp.body else None
 
 
-async def call(jp_fetch, method, *path, body=None):
-    kwargs = {"method": method, "raise_error": False}
-    if body is not None:
-        kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    elif method in ("POST", "PATCH", "PUT"):
-        kwargs["body"] = ""
-    resp = await jp_fetch("dask-kube", "api", *path, **kwargs)
-    return resp.code, as_json(resp)
-
-
 async def create_running(jp_fetch, body=None, timeout=120):
-    code, model = await call(jp_fetch, "POST", "clusters", body=body or {"workers": 0})
+    code, model = await rest_call(jp_fetch, "POST", "clusters", body=body or {"workers": 0})
     assert code == 201, model
-    return await wait_for(jp_fetch, model["id"], lambda m: m["status"] == "running" and m["dashboard_link"], timeout)
-
-
-async def wait_for(jp_fetch, cid, predicate, timeout=120):
-    deadline = time.monotonic() + timeout
-    while True:
-        code, model = await call(jp_fetch, "GET", "clusters", cid)
-        if code == 200 and predicate(model):
-            return model
-        assert time.monotonic() < deadline, (code, model)
-        await asyncio.sleep(0.2)
+    return await wait_model(jp_fetch, model["id"], lambda m: m["status"] == "running" and m["dashboard_link"], timeout,
+                            what="a running cluster")
 
 
 async def assert_nothing_created(jp_fetch, manager, username):
-    code, data = await call(jp_fetch, "GET", "clusters")
+    code, data = await rest_call(jp_fetch, "GET", "clusters")
     assert code == 200 and data["clusters"] == []
     assert manager.records == {}
     assert await manager.runtime.list_pods(user_selector(username)) == []
@@ -174,7 +143,7 @@ async def test_no_token_refused_on_every_endpoint_and_method(jp_fetch, api, serv
             assert resp.code in (401, 403), (headers, method, path, resp.code)
             assert b"ghcr.io" not in resp.body and cid.encode() not in resp.body
     # and nothing changed: one cluster, still 0 workers
-    code, data = await call(jp_fetch, "GET", "clusters")
+    code, data = await rest_call(jp_fetch, "GET", "clusters")
     assert [c["id"] for c in data["clusters"]] == [cid] and data["clusters"][0]["requested_workers"] == 0
     # the dashboard proxy needs the login too
     link = data["clusters"][0]["dashboard_link"]
@@ -182,7 +151,7 @@ async def test_no_token_refused_on_every_endpoint_and_method(jp_fetch, api, serv
     assert resp.code in (302, 401, 403), resp.code
     if resp.code == 302:
         assert "/login" in resp.headers["Location"]
-    await call(jp_fetch, "DELETE", "clusters", cid)
+    await rest_call(jp_fetch, "DELETE", "clusters", cid)
 
 
 # -- XSRF ------------------------------------------------------------------------------------------
@@ -227,7 +196,7 @@ async def test_cookie_session_needs_xsrf_for_changes(jp_fetch, api, server, jp_b
         assert resp.code == 403, (headers, resp.code, resp.body)
     # nothing was created, changed or deleted
     assert list(manager.records) == [cid]
-    code, model = await call(jp_fetch, "GET", "clusters", cid)
+    code, model = await rest_call(jp_fetch, "GET", "clusters", cid)
     assert code == 200 and model["requested_workers"] == 0
 
     # the same requests with the cookie/header pair, as JupyterLab sends them: accepted
@@ -272,12 +241,12 @@ async def _check_invisible(jp_fetch, manager, mallory):
     assert "mallory" in name
     # the server's pod watch sees mallory's pods only if it watches everyone's: it must not
     assert all(p["metadata"]["labels"].get(LABEL_CLUSTER) != name for p in manager.pod_cache.pods.values())
-    code, data = await call(jp_fetch, "GET", "clusters")
+    code, data = await rest_call(jp_fetch, "GET", "clusters")
     assert code == 200 and name not in json.dumps(data)
     for method, path, body in [("GET", (name,), None), ("PATCH", (name,), {"workers": 2}),
                                ("PATCH", (name,), {"adapt": {"minimum": 0, "maximum": 2}}),
                                ("GET", (name, "logs"), None), ("DELETE", (name,), None)]:
-        code, data = await call(jp_fetch, method, "clusters", *path, body=body)
+        code, data = await rest_call(jp_fetch, method, "clusters", *path, body=body)
         assert code == 404 and isinstance(data["message"], str), (method, path, code, data)
     pod = await manager.runtime.read_pod(f"{name}-scheduler")
     assert pod is not None and not pod["metadata"].get("deletionTimestamp")
@@ -332,7 +301,7 @@ HOSTILE = [
 
 @pytest.mark.parametrize("label,body,status", HOSTILE, ids=[h[0] for h in HOSTILE])
 async def test_hostile_overrides_refused(jp_fetch, manager, username, label, body, status):
-    code, data = await call(jp_fetch, "POST", "clusters", body=body)
+    code, data = await rest_call(jp_fetch, "POST", "clusters", body=body)
     assert code == status, (code, data)
     assert isinstance(data, dict) and isinstance(data["message"], str) and data["message"]
     await assert_nothing_created(jp_fetch, manager, username)
@@ -365,7 +334,7 @@ async def _check_proxy(jp_fetch, jp_auth_header, mallory, server):
         other = link.replace(host_port, f"{host}:{p}")
         resp = await fetch(server + other, headers=jp_auth_header)
         assert resp.code == 403, (host, p, resp.code)
-    await call(jp_fetch, "DELETE", "clusters", model["id"])
+    await rest_call(jp_fetch, "DELETE", "clusters", model["id"])
     resp = await fetch(server + link, headers=jp_auth_header)
     assert resp.code == 403  # a deleted cluster's host is no longer admitted
 
@@ -403,7 +372,7 @@ def server_logs(jp_serverapp):
 async def test_tokens_never_logged_nor_passed_to_pods(jp_fetch, api, token, manager, username, server_logs):
     secrets = [token, *SECRET_ENV.values()]
     # create in every way a client may send the token: header (jp_fetch), URL query, and a bad request
-    code, model = await call(jp_fetch, "POST", "clusters", body={"workers": 1})
+    code, model = await rest_call(jp_fetch, "POST", "clusters", body={"workers": 1})
     assert code == 201, model
     cid = model["id"]
     resp = await fetch(f"{api}clusters?token={quote(token)}", "POST", {"workers": 99})
@@ -413,7 +382,8 @@ async def test_tokens_never_logged_nor_passed_to_pods(jp_fetch, api, token, mana
     resp = await fetch(f"{api}clusters/{cid}?token={quote(token)}")
     assert resp.code == 200
     await fetch(f"{api}status?token=wrong-{token}")  # a refused one is logged too
-    model = await wait_for(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1)
+    model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, 120,
+                             what="1 worker")
 
     # the pods' processes: no hub or server token in their environment
     runner = manager.runtime.runner
@@ -437,7 +407,7 @@ async def test_tokens_never_logged_nor_passed_to_pods(jp_fetch, api, token, mana
         assert "JUPYTERHUB_API_TOKEN" not in env and "JPY_API_TOKEN" not in env, who
         assert not any(s in v for s in secrets for v in env.values()), who
 
-    code, logs = await call(jp_fetch, "GET", "clusters", cid, "logs")
+    code, logs = await rest_call(jp_fetch, "GET", "clusters", cid, "logs")
     assert code == 200 and logs["logs"]
     resp = await jp_fetch("dask-kube", "api", "clusters", cid, method="DELETE")
     assert resp.code == 204

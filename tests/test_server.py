@@ -1,8 +1,6 @@
 """The REST API through a real jupyter_server (pytest-jupyter's jp_fetch), on the local runtime and on
 the emulated Kubernetes API."""
 import asyncio
-import json
-import time
 import uuid
 
 import pytest
@@ -12,32 +10,15 @@ from jupyter_dask_kube.objects import cluster_selector, user_selector
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.runtimes.local import LocalRuntime
 
+from helpers import no_pods, rest_call, tiny_template, wait_model, wait_until
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 TEMPLATES = {
-    "tiny": {
-        "display_name": "Tiny (1 thread, 1 GB)",
-        "description": "for tests",
-        "default": True,
-        "workers": 1,
-        "worker": {
-            "kind": "Pod",
-            "spec": {
-                "containers": [
-                    {
-                        "name": "dask",
-                        "image": "ghcr.io/dask/dask:latest",
-                        "args": ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
-                        "resources": {"limits": {"cpu": "1", "memory": "1G"}},
-                    }
-                ]
-            },
-        },
-        "options": [
-            {"name": "cores", "type": "integer", "default": 1, "min": 1, "max": 2},
-            {"name": "memory", "type": "select", "default": "1G", "choices": ["1G", "2G"]},
-        ],
-    }
+    "tiny": tiny_template(description="for tests", options=[
+        {"name": "cores", "type": "integer", "default": 1, "min": 1, "max": 2},
+        {"name": "memory", "type": "select", "default": "1G", "choices": ["1G", "2G"]},
+    ]),
 }
 
 
@@ -77,31 +58,6 @@ def jp_server_config(backend, username, kube_env):
     }
 
 
-async def call(jp_fetch, method, *path, body=None, expect=None):
-    """jp_fetch that returns (status, json) instead of raising on 4xx."""
-    kwargs = {"method": method, "raise_error": False}
-    if body is not None:
-        kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    elif method in ("POST", "PATCH", "PUT"):
-        kwargs["body"] = ""
-    resp = await jp_fetch("dask-kube", "api", *path, **kwargs)
-    data = json.loads(resp.body) if resp.body else None
-    if expect is not None:
-        assert resp.code == expect, (resp.code, data)
-    return resp.code, data
-
-
-async def wait_cluster(jp_fetch, cid, predicate, timeout=120, what="cluster state"):
-    deadline = time.monotonic() + timeout
-    while True:
-        code, model = await call(jp_fetch, "GET", "clusters", cid)
-        if code == 200 and predicate(model):
-            return model
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {code} {model}")
-        await asyncio.sleep(0.2)
-
-
 def make_runtime(backend, emu):
     return LocalRuntime() if backend == "local" else KubernetesRuntime(emu.namespace, kubeconfig=emu.kubeconfig)
 
@@ -115,7 +71,7 @@ def other_runtime(backend, kube_env):
 
 
 async def test_templates(jp_fetch, backend):
-    code, data = await call(jp_fetch, "GET", "templates", expect=200)
+    code, data = await rest_call(jp_fetch, "GET", "templates", expect=200)
     (t,) = data["templates"]
     assert t["name"] == "tiny" and t["default"] is True and t["backend"] == backend
     assert t["worker"]["cores"] == 1 and t["worker"]["memory"] == "1G"
@@ -123,7 +79,7 @@ async def test_templates(jp_fetch, backend):
 
 
 async def test_status(jp_fetch, backend):
-    code, data = await call(jp_fetch, "GET", "status", expect=200)
+    code, data = await rest_call(jp_fetch, "GET", "status", expect=200)
     assert data["backend"] == backend
     assert data["namespace"] == "default"
     assert data["version"]
@@ -131,12 +87,13 @@ async def test_status(jp_fetch, backend):
 
 
 async def test_cluster_lifecycle(jp_fetch, backend, username, kube_env, other_runtime):
-    code, model = await call(jp_fetch, "POST", "clusters", body={"template": "tiny", "workers": 2, "name": "My analysis"}, expect=201)
+    code, model = await rest_call(jp_fetch, "POST", "clusters",
+                                  body={"template": "tiny", "workers": 2, "name": "My analysis"}, expect=201)
     cid = model["id"]
     assert model["status"] in ("pending", "starting")
     assert model["name"] == "My analysis" and model["template"] == "tiny"
     assert cid.startswith(f"dask-{username}-")
-    model = await wait_cluster(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 2, what="2 workers")
+    model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 2, what="2 workers")
     assert model["requested_workers"] == 2
     assert model["scheduler_address"].startswith("tcp://")
     assert model["cores"] == 2 and model["memory"] >= 2 * 10**9 * 0.9
@@ -144,24 +101,25 @@ async def test_cluster_lifecycle(jp_fetch, backend, username, kube_env, other_ru
     roles = sorted(p["role"] for p in model["pods"])
     assert roles == ["scheduler", "worker", "worker"]
 
-    code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+    code, data = await rest_call(jp_fetch, "GET", "clusters", expect=200)
     assert [c["id"] for c in data["clusters"]] == [cid]
 
     # scale, adapt, adapt off
-    code, model = await call(jp_fetch, "PATCH", "clusters", cid, body={"workers": 3}, expect=200)
-    await wait_cluster(jp_fetch, cid, lambda m: m["workers"] == 3, what="3 workers")
-    code, model = await call(jp_fetch, "PATCH", "clusters", cid, body={"adapt": {"minimum": 1, "maximum": 4}}, expect=200)
+    code, model = await rest_call(jp_fetch, "PATCH", "clusters", cid, body={"workers": 3}, expect=200)
+    await wait_model(jp_fetch, cid, lambda m: m["workers"] == 3, what="3 workers")
+    code, model = await rest_call(jp_fetch, "PATCH", "clusters", cid, body={"adapt": {"minimum": 1, "maximum": 4}},
+                                  expect=200)
     assert model["adapt"] == {"minimum": 1, "maximum": 4}
-    code, model = await call(jp_fetch, "PATCH", "clusters", cid, body={"adapt": None}, expect=200)
+    code, model = await rest_call(jp_fetch, "PATCH", "clusters", cid, body={"adapt": None}, expect=200)
     assert model["adapt"] is None
 
-    code, data = await call(jp_fetch, "GET", "clusters", cid, "logs", expect=200)
+    code, data = await rest_call(jp_fetch, "GET", "clusters", cid, "logs", expect=200)
     sched = [n for n in data["logs"] if n.endswith("-scheduler")]
     assert sched and "Scheduler at" in data["logs"][sched[0]]
 
     resp = await jp_fetch("dask-kube", "api", "clusters", cid, method="DELETE")
     assert resp.code == 204
-    await call(jp_fetch, "GET", "clusters", cid, expect=404)
+    await rest_call(jp_fetch, "GET", "clusters", cid, expect=404)
     pods = await other_runtime.list_pods(cluster_selector(cid))
     assert pods == [] or all(p["metadata"].get("deletionTimestamp") for p in pods)
 
@@ -194,22 +152,22 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize("label,body,status", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
 async def test_bad_create_bodies(jp_fetch, label, body, status, backend, username, other_runtime):
-    code, data = await call(jp_fetch, "POST", "clusters", body=body)
+    code, data = await rest_call(jp_fetch, "POST", "clusters", body=body)
     assert code == status, data
     assert isinstance(data["message"], str) and data["message"]
-    code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+    code, data = await rest_call(jp_fetch, "GET", "clusters", expect=200)
     assert data["clusters"] == []
     assert await other_runtime.list_pods(user_selector(username)) == []
 
 
 async def test_bad_patch_bodies_and_unknown_ids(jp_fetch, backend):
-    await call(jp_fetch, "GET", "clusters", "dask-nobody-123", expect=404)
-    await call(jp_fetch, "DELETE", "clusters", "dask-nobody-123", expect=404)
-    await call(jp_fetch, "GET", "clusters", "dask-nobody-123", "logs", expect=404)
-    await call(jp_fetch, "PATCH", "clusters", "dask-nobody-123", body={"workers": 1}, expect=404)
-    code, model = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
+    await rest_call(jp_fetch, "GET", "clusters", "dask-nobody-123", expect=404)
+    await rest_call(jp_fetch, "DELETE", "clusters", "dask-nobody-123", expect=404)
+    await rest_call(jp_fetch, "GET", "clusters", "dask-nobody-123", "logs", expect=404)
+    await rest_call(jp_fetch, "PATCH", "clusters", "dask-nobody-123", body={"workers": 1}, expect=404)
+    code, model = await rest_call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
     cid = model["id"]
-    await wait_cluster(jp_fetch, cid, lambda m: m["status"] == "running", what="running")
+    await wait_model(jp_fetch, cid, lambda m: m["status"] == "running", what="running")
     for body, status in [
         ({}, 400),
         ({"workers": 1, "adapt": None}, 400),
@@ -219,24 +177,24 @@ async def test_bad_patch_bodies_and_unknown_ids(jp_fetch, backend):
         ({"adapt": {"minimum": 0, "maximum": 99}}, 403),
         ({"replicas": 2}, 400),
     ]:
-        code, data = await call(jp_fetch, "PATCH", "clusters", cid, body=body)
+        code, data = await rest_call(jp_fetch, "PATCH", "clusters", cid, body=body)
         assert code == status and data["message"], (body, code, data)
-    code, data = await call(jp_fetch, "PATCH", "clusters", cid, body=b"[1,")
+    code, data = await rest_call(jp_fetch, "PATCH", "clusters", cid, body=b"[1,")
     assert code == 400
-    code, model = await call(jp_fetch, "GET", "clusters", cid, expect=200)
+    code, model = await rest_call(jp_fetch, "GET", "clusters", cid, expect=200)
     assert model["requested_workers"] == 0 and model["adapt"] is None
-    await call(jp_fetch, "DELETE", "clusters", cid)
+    await rest_call(jp_fetch, "DELETE", "clusters", cid)
 
 
 async def test_max_clusters(jp_fetch, backend):
     ids = []
     for _ in range(3):
-        code, model = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
+        code, model = await rest_call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
         ids.append(model["id"])
-    code, data = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=403)
+    code, data = await rest_call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=403)
     assert "limit is 3" in data["message"]
     for cid in ids:
-        await wait_cluster(jp_fetch, cid, lambda m: m["status"] in ("running", "failed"), what="settled")
+        await wait_model(jp_fetch, cid, lambda m: m["status"] in ("running", "failed"), what="settled")
         resp = await jp_fetch("dask-kube", "api", "clusters", cid, method="DELETE")
         assert resp.code == 204
 
@@ -254,7 +212,7 @@ async def test_unauthenticated_requests_refused(jp_fetch, jp_base_url, jp_http_p
     ]:
         resp = await client.fetch(base + path, method=method, body=body, raise_error=False, allow_nonstandard_methods=True)
         assert resp.code in (401, 403), (method, path, resp.code)
-    code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+    code, data = await rest_call(jp_fetch, "GET", "clusters", expect=200)
     assert data["clusters"] == []
 
 
@@ -267,20 +225,20 @@ async def test_other_users_clusters_invisible(jp_fetch, backend, kube_env, other
     )
     await other
     try:
-        code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+        code, data = await rest_call(jp_fetch, "GET", "clusters", expect=200)
         assert other.name not in [c["id"] for c in data["clusters"]]
-        await call(jp_fetch, "GET", "clusters", other.name, expect=404)
-        await call(jp_fetch, "PATCH", "clusters", other.name, body={"workers": 1}, expect=404)
-        await call(jp_fetch, "DELETE", "clusters", other.name, expect=404)
+        await rest_call(jp_fetch, "GET", "clusters", other.name, expect=404)
+        await rest_call(jp_fetch, "PATCH", "clusters", other.name, body={"workers": 1}, expect=404)
+        await rest_call(jp_fetch, "DELETE", "clusters", other.name, expect=404)
         assert await other_runtime.read_pod(f"{other.name}-scheduler") is not None
     finally:
         await other.close()
 
 
 async def test_dashboard_proxy_admits_only_own_schedulers(jp_fetch, jp_http_port, jp_auth_header, backend):
-    code, model = await call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
+    code, model = await rest_call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
     cid = model["id"]
-    model = await wait_cluster(jp_fetch, cid, lambda m: m["status"] == "running" and m["dashboard_link"], what="running")
+    model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["dashboard_link"], what="running")
     link = model["dashboard_link"]  # {base_url}proxy/{host}:{port}/status
     assert link.startswith("/") and "/proxy/" in link
     client = tornado.httpclient.AsyncHTTPClient()
@@ -297,7 +255,7 @@ async def test_dashboard_proxy_admits_only_own_schedulers(jp_fetch, jp_http_port
     # the owner's dashboard without credentials: refused too
     resp = await client.fetch(server + link, raise_error=False, follow_redirects=False)
     assert resp.code in (302, 401, 403), resp.code
-    await call(jp_fetch, "DELETE", "clusters", cid)
+    await rest_call(jp_fetch, "DELETE", "clusters", cid)
     # once the cluster is gone its host is no longer admitted
     resp = await client.fetch(server + link, headers=jp_auth_header, raise_error=False)
     assert resp.code == 403
@@ -308,7 +266,7 @@ async def test_rbac_preflight_reports_missing_verbs(jp_fetch, backend, kube_env)
         pytest.skip("RBAC exists only on the Kubernetes backend")
     kube_env.set_faults(forbidden=[["delete", "services"], ["get", "pods/log"]])
     try:
-        code, data = await call(jp_fetch, "GET", "status", expect=200)
+        code, data = await rest_call(jp_fetch, "GET", "status", expect=200)
     finally:
         kube_env.set_faults()
     text = "\n".join(data["problems"])
@@ -359,16 +317,14 @@ async def test_cluster_made_from_python_appears_and_can_be_deleted(jp_fetch, bac
     await cluster
     cluster.scale(1)
     try:
-        model = await wait_cluster(jp_fetch, cluster.name, lambda m: m["status"] == "running" and m["workers"] == 1,
-                                   what="the Python-made cluster, adopted")
+        model = await wait_model(jp_fetch, cluster.name, lambda m: m["status"] == "running" and m["workers"] == 1,
+                                 what="the Python-made cluster, adopted")
         assert model["template"] == "(python)"
         resp = await jp_fetch("dask-kube", "api", "clusters", cluster.name, method="DELETE")
         assert resp.code == 204
-        deadline = time.monotonic() + 30
-        while await other_runtime.list_pods(cluster_selector(cluster.name)):
-            assert time.monotonic() < deadline, "pods of the deleted cluster remain"
-            await asyncio.sleep(0.2)
-        code, data = await call(jp_fetch, "GET", "clusters", expect=200)
+        await wait_until(lambda: no_pods(other_runtime, cluster_selector(cluster.name)), 30, interval=0.2,
+                         what="the pods of the deleted cluster to go")
+        code, data = await rest_call(jp_fetch, "GET", "clusters", expect=200)
         assert cluster.name not in [c["id"] for c in data["clusters"]]
     finally:
         await cluster.close()

@@ -26,15 +26,10 @@ import collections
 import json
 import os
 import random
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
@@ -49,117 +44,29 @@ from jupyter_dask_kube.objects import (
 from jupyter_dask_kube.testing import EmulatedKubernetes
 from jupyter_dask_kube.testing.fixtures import kube_api
 
+from helpers import Pending, delete_objects, detached_cluster, limited_pod, tiny_template, wait_for
+from jupyter_process import JupyterServer, server_config, server_env
+
 # Generous: this must pass on 2 busy cores, where a dask process takes seconds to start.
-SERVER_START = 90
 SETTLE = 150  # a re-adopted cluster running with the workers asked for
 GRACE = 30  # how long leftovers of a cluster that is going away may linger (pod termination, GC)
 MAX_KILL_DELAY = 1.5
 MAX_CLUSTERS = 2  # kept alive at once, so a round stays short
+REQUEST_TIMEOUT = 60
 
-WORKER_POD = {
-    "kind": "Pod",
-    "spec": {
-        "containers": [
-            {
-                "name": "dask",
-                "image": "ghcr.io/dask/dask:latest",
-                "args": ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"],
-                "resources": {"limits": {"cpu": "1", "memory": "1G"}},
-            }
-        ]
-    },
-}
-TEMPLATES = {"tiny": {"display_name": "Tiny", "default": True, "workers": 1, "worker": WORKER_POD}}
+WORKER_POD = limited_pod()
+TEMPLATES = {"tiny": tiny_template()}
+# the product's own decisions (re-adopted, deleting half-made, worker lost) in the server log
+LOG_CONFIG = """import logging
+_h = logging.StreamHandler()
+_h.setFormatter(logging.Formatter('[%(levelname).1s %(asctime)s %(name)s] %(message)s'))
+logging.getLogger('jupyter_dask_kube').addHandler(_h)
+logging.getLogger('jupyter_dask_kube').setLevel(logging.INFO)
+logging.getLogger('jupyter_dask_kube').propagate = False
+"""
 
 
 # -- harness ----------------------------------------------------------------------------------------------
-class Pending(str):
-    """Why a wait goes on (shown when it times out)."""
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        last = predicate()
-        if last and not isinstance(last, Pending):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m jupyter_server`` with the extension, in a subprocess; REST calls with its token."""
-
-    def __init__(self, workdir: str, env: dict, name: str):
-        self.workdir, self.env, self.name = workdir, env, name
-        self.port = free_port()
-        self.token = env["JDK_TEST_TOKEN"]
-        self.url = f"http://127.0.0.1:{self.port}/dask-kube/api/"
-        self.log_path = os.path.join(workdir, f"server-{name}.log")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        cmd = [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={self.port}",
-               "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={self.token}",
-               f"--ServerApp.root_dir={self.workdir}"]
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env, cwd=self.workdir)
-
-        def up():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server {self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                return self.call("GET", "status")[0] == 200 or Pending("not 200")
-            except OSError as exc:
-                return Pending(str(exc))
-
-        wait_for(up, SERVER_START, f"server {self.name} to answer")
-        return self
-
-    def log(self, tail: int = 12000) -> str:
-        """The end of the server's log, without Jupyter's start-up chatter."""
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return ""
-        boring = ("extension was successfully", "LabApp]", "took 0.", "Serving notebooks", "Jupyter Server 2",
-                  "?token=", "Control-C", "Skipped non-installed", "_jupyter_server_extension_", "token config is")
-        return "\n".join(line for line in lines if not any(b in line for b in boring))[-tail:]
-
-    def call(self, method: str, path: str, body=None, timeout: float = 60):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"token {self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                code, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            code, raw = exc.code, exc.read()
-        return code, (json.loads(raw) if raw else None)
-
-    def expect(self, code: int, method: str, path: str, body=None):
-        got, payload = self.call(method, path, body)
-        assert got == code, f"{method} {path}: {got} {payload}\n--- server log ---\n{self.log()}"
-        return payload
-
-    def clusters(self) -> dict[str, dict]:
-        return {c["id"]: c for c in self.expect(200, "GET", "clusters")["clusters"]}
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-
-
 class KubeView:
     """The user's objects as the Kubernetes API holds them (not through the server)."""
 
@@ -234,29 +141,11 @@ class KillLoop:
         self.seed = seed
         self.user = f"kill-{uuid.uuid4().hex[:8]}"
         self.workdir = str(tmp_path)
-        cfg = tmp_path / "jupyter-config"
-        cfg.mkdir()
-        (cfg / "jupyter_server_config.py").write_text(
-            "c.ServerApp.jpserver_extensions = {'jupyter_dask_kube': True}\n"
-            "c.DaskKube.backend = 'kubernetes'\n"
-            f"c.DaskKube.templates = {TEMPLATES!r}\n"
-            # the product's own decisions (re-adopted, deleting half-made, worker lost) in the server log
-            "import logging\n"
-            "_h = logging.StreamHandler()\n"
-            "_h.setFormatter(logging.Formatter('[%(levelname).1s %(asctime)s %(name)s] %(message)s'))\n"
-            "logging.getLogger('jupyter_dask_kube').addHandler(_h)\n"
-            "logging.getLogger('jupyter_dask_kube').setLevel(logging.INFO)\n"
-            "logging.getLogger('jupyter_dask_kube').propagate = False\n"
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "JUPYTER_", "KUBE"))}
-        env.update(KUBECONFIG=emu.kubeconfig, JUPYTERHUB_USER=self.user, DASK_CONFIG=str(tmp_path / "dask"),
-                   JUPYTER_CONFIG_DIR=str(cfg), JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
-                   JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"), IPYTHONDIR=str(tmp_path / "ipython"),
-                   PYTHONUNBUFFERED="1", JDK_TEST_TOKEN=secrets.token_hex(16))
-        self.env = env
+        self.env = server_env(tmp_path, config=server_config(TEMPLATES, extra=LOG_CONFIG), user=self.user,
+                              kubeconfig=emu.kubeconfig)
         self.kube = KubeView(emu, self.user)
-        self.servers: list[Server] = []
-        self.server: Server | None = None
+        self.servers: list[JupyterServer] = []
+        self.server: JupyterServer | None = None
         self.intended: dict[str, int] = {}  # cluster id -> workers the user last asked for
         self.counts = collections.Counter(kills=0, readopted=0, gone=0, patched=0, deleted_again=0, half_made=0,
                                           half_made_at_kill=0,
@@ -266,8 +155,8 @@ class KillLoop:
     def step(self, what: str):
         print(f"[{time.monotonic() - self.t0:7.1f}s] {what}", flush=True)
 
-    def start_server(self) -> Server:
-        s = Server(self.workdir, self.env, f"{len(self.servers)}")
+    def start_server(self) -> JupyterServer:
+        s = JupyterServer(self.workdir, self.env, f"{len(self.servers)}", request_timeout=REQUEST_TIMEOUT)
         self.servers.append(s)
         self.server = s.start()
         return s
@@ -299,12 +188,12 @@ class KillLoop:
                 return Pending(f"{m['status']} {m['workers']}/{m['requested_workers']} want {workers}: {m['message']}")
             return m
         try:
-            return wait_for(check, SETTLE, f"{cid} running with {workers} workers")
+            return wait_for(check, SETTLE, what=f"{cid} running with {workers} workers")
         except AssertionError as exc:
             self.fail(str(exc))
 
     def new_cluster(self) -> str:
-        m = self.server.expect(201, "POST", "clusters", {"template": "tiny", "workers": 1})
+        _, m = self.server.call("POST", "clusters", body={"template": "tiny", "workers": 1}, expect=201)
         self.intended[m["id"]] = 1
         self.wait_healthy(m["id"], 1)
         return m["id"]
@@ -318,7 +207,7 @@ class KillLoop:
         if point == "create":
             while len(self.intended) >= MAX_CLUSTERS:
                 cid = min(self.intended)
-                self.server.expect(204, "DELETE", f"clusters/{cid}")
+                self.server.call("DELETE", "clusters", cid, expect=204)
                 del self.intended[cid]
             request = ("POST", "clusters", {"template": "tiny", "workers": 1})
         elif point == "scale":
@@ -333,7 +222,8 @@ class KillLoop:
 
         def send():
             try:
-                answer.append(self.server.call(*request, timeout=30))
+                method, path, body = request
+                answer.append(self.server.call(method, path, body=body, timeout=30))
             except Exception as exc:  # noqa: BLE001 - the server is being killed
                 answer.append(("no answer", type(exc).__name__))
 
@@ -341,7 +231,7 @@ class KillLoop:
         thread = threading.Thread(target=send, daemon=True)
         thread.start()
         time.sleep(delay)
-        self.server.kill()
+        self.server.kill(timeout=30)
         self.counts["kills"] += 1
         thread.join(30)
         code = answer[0][0] if answer else "no answer"
@@ -370,7 +260,7 @@ class KillLoop:
         readopted = set(listed)
         for cid_ in sorted(listed):
             if cid_ in delete_again:
-                self.server.expect(204, "DELETE", f"clusters/{cid_}")
+                self.server.call("DELETE", "clusters", cid_, expect=204)
                 self.counts["deleted_again"] += 1
                 continue
             m = listed[cid_]
@@ -390,7 +280,7 @@ class KillLoop:
             return Pending("; ".join(problems)) if problems else True
 
         try:
-            wait_for(consistent, GRACE, "no half-made cluster", interval=0.5)
+            wait_for(consistent, GRACE, interval=0.5, what="no half-made cluster")
         except AssertionError as exc:
             self.fail(str(exc))
         gone = involved - readopted
@@ -405,12 +295,12 @@ class KillLoop:
             if m and m["status"] == "failed":
                 self.fail(f"{cid} is failed after restart: {m['message']}")
             return (m and m["status"] in ("running", "starting") and m["scheduler_address"]) or Pending(repr(m))
-        wait_for(running, SETTLE, f"{cid} re-adopted")
-        self.server.expect(200, "PATCH", f"clusters/{cid}", {"workers": want})
+        wait_for(running, SETTLE, what=f"{cid} re-adopted")
+        self.server.call("PATCH", "clusters", cid, body={"workers": want}, expect=200)
 
     def cleanup(self):
         """One more SIGKILL, then the admin CLI: nothing of the user may be left."""
-        self.server.kill()
+        self.server.kill(timeout=30)
         self.counts["kills"] += 1
         out = subprocess.run([sys.executable, "-m", "jupyter_dask_kube.cli", "--backend", "kubernetes", "cleanup",
                               "--user", self.user], env=self.env, capture_output=True, text=True, timeout=120,
@@ -422,7 +312,7 @@ class KillLoop:
             left = self.kube.snapshot()
             return Pending(summarize(left)) if left else True
         try:
-            wait_for(empty, GRACE, "cleanup to leave nothing")
+            wait_for(empty, GRACE, what="cleanup to leave nothing")
         except AssertionError:
             left = self.kube.snapshot()
             self.counts["orphans_after_cleanup"] = sum(
@@ -432,12 +322,9 @@ class KillLoop:
 
     def close(self):
         for s in self.servers:
-            s.kill()
+            s.kill(timeout=30)
         try:
-            self.kube.api.delete_collection_namespaced_pod(self.kube.ns, label_selector=self.kube.selector,
-                                                           grace_period_seconds=0)
-            for svc in self.kube.api.list_namespaced_service(self.kube.ns, label_selector=self.kube.selector).items:
-                self.kube.api.delete_namespaced_service(svc.metadata.name, self.kube.ns)
+            delete_objects(self.kube.api, self.kube.ns, self.kube.selector)
         except Exception:  # noqa: BLE001, S110 - best effort: the emulator goes away with the module
             pass
         self.kube.close()
@@ -465,12 +352,8 @@ def emu():
 
         yield RealKubernetes(real)
         return
-    k = EmulatedKubernetes(processes=True)
-    k.start()
-    try:
+    with EmulatedKubernetes(processes=True) as k:
         yield k
-    finally:
-        k.stop()
 
 
 def run_loop(emu, tmp_path, rounds: int):
@@ -512,7 +395,6 @@ async def test_readopt_deletes_half_made_clusters(emu, monkeypatch):
     cluster); one whose Service arrives within the grace period (a create still in flight) is adopted."""
     import asyncio
 
-    from jupyter_dask_kube import KubeCluster
     from jupyter_dask_kube import manager as manager_mod
     from jupyter_dask_kube.cluster import ANNOTATION_WORKER_TEMPLATE
     from jupyter_dask_kube.manager import ClusterManager
@@ -526,11 +408,7 @@ async def test_readopt_deletes_half_made_clusters(emu, monkeypatch):
     mgr = None
     try:
         # "delete cut short": a running cluster with a worker whose Service was deleted (the delete's first step)
-        py = KubeCluster(WORKER_POD, runtime=runtime, username=user, asynchronous=True, n_workers=1)
-        await py
-        await py._wait_for_workers(1, timeout=SETTLE)
-        deleted_svc = py.name
-        await py.detach()
+        deleted_svc = await detached_cluster(user, runtime=runtime, pod=WORKER_POD, timeout=SETTLE)
         assert await runtime.delete_service(deleted_svc)
 
         def scheduler_manifest(name):
@@ -567,7 +445,7 @@ async def test_readopt_deletes_half_made_clusters(emu, monkeypatch):
             snap = kube.snapshot()
             return (set(snap) == {in_flight} and snap[in_flight]["service"]) or Pending(summarize(snap))
 
-        await asyncio.to_thread(wait_for, only_in_flight, GRACE, "the half-made clusters to be deleted")
+        await asyncio.to_thread(wait_for, only_in_flight, GRACE, what="the half-made clusters to be deleted")
     finally:
         if mgr is not None:
             for cid in list(mgr.records):
@@ -575,8 +453,6 @@ async def test_readopt_deletes_half_made_clusters(emu, monkeypatch):
             await mgr.close()
         await runtime.close()
         try:
-            kube.api.delete_collection_namespaced_pod(kube.ns, label_selector=kube.selector, grace_period_seconds=0)
-            for svc in kube.api.list_namespaced_service(kube.ns, label_selector=kube.selector).items:
-                kube.api.delete_namespaced_service(svc.metadata.name, kube.ns)
+            delete_objects(kube.api, kube.ns, kube.selector)
         finally:
             kube.close()

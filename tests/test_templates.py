@@ -1,16 +1,14 @@
 """templates: loading, validation with precise errors, options, and model round-trips."""
 import copy
-import inspect
 import json
 import math
 import os
-from collections import namedtuple
 from pathlib import Path
 
 import dask.config
 import pytest
 import yaml
-from kubernetes.client import ApiClient, V1Container, V1ObjectMeta, V1Pod, V1PodSpec
+from kubernetes.client import V1Container, V1ObjectMeta, V1Pod, V1PodSpec
 
 from jupyter_dask_kube.templates import (
     ClusterTemplate,
@@ -25,10 +23,11 @@ from jupyter_dask_kube.templates import (
     template_from_dask_config,
 )
 
+from helpers import assert_round_trips
+
 DATA = Path(__file__).parent / "data"
 SEED = DATA / "worker-spec.yml"
 SMALL = DATA / "templates-small.yaml"
-_Response = namedtuple("_Response", ["data"])
 
 SEED_POD = {
     "apiVersion": "v1",
@@ -49,22 +48,6 @@ SEED_POD = {
         ],
     },
 }
-
-
-def deserialize(manifest, klass):
-    """The official client's own deserialization, as the API response path does it."""
-    api = ApiClient()
-    text = json.dumps(manifest)
-    if "content_type" in inspect.signature(api.deserialize).parameters:  # kubernetes >= 35
-        return api.deserialize(text, klass, "application/json")
-    return api.deserialize(_Response(text), klass)
-
-
-def assert_round_trips(manifest, klass="V1Pod"):
-    model = deserialize(manifest, klass)
-    assert type(model).__name__ == klass
-    assert ApiClient().sanitize_for_serialization(model) == manifest
-    return model
 
 
 def pod(**container):
