@@ -111,14 +111,16 @@ def descendants(pid: int) -> set[int]:
 
 
 def cluster_processes(server_pid: int, before: set[int]) -> set[int]:
-    """Processes that appeared under the server since ``before``, except a multiprocessing resource tracker
-    of the server itself: the first LocalCluster starts one that lives as long as the server, not the cluster.
+    """Processes that appeared under the server since ``before``, except the server's own helpers that live as
+    long as the server, not the cluster: a multiprocessing resource tracker (the first LocalCluster starts one)
+    and our local runtime's fork server (the first pod starts it; pods are its children and are counted).
     (The trackers of nanny processes belong to their cluster and are counted, as in the floor.)"""
     out = set()
     for pid in descendants(server_pid) - before:
         try:
             p = psutil.Process(pid)
-            if p.ppid() == server_pid and "resource_tracker" in " ".join(p.cmdline()):
+            cmd = " ".join(p.cmdline())
+            if p.ppid() == server_pid and ("resource_tracker" in cmd or "runtimes.forkserver" in cmd):
                 continue
         except psutil.NoSuchProcess:
             continue

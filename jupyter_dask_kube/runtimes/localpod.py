@@ -30,6 +30,7 @@ from collections.abc import Callable
 import psutil
 
 from . import loopback
+from .forkserver import ForkServer, forkable
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +309,8 @@ class LocalPodRunner:
     def __init__(self, on_status: Callable[[str, dict], None] | None = None, *, run_processes: bool = True,
                  log_dir: str | None = None, enforce_memory_limits: bool = True,
                  image_pull_fail: Callable[[str], bool] | None = None,
-                 backoff_initial: float = 1.0, backoff_max: float = 30.0, memory_poll_interval: float = 1.0):
+                 backoff_initial: float = 1.0, backoff_max: float = 30.0, memory_poll_interval: float = 1.0,
+                 fork_server: bool | None = None):
         self.on_status = on_status
         self.run_processes = run_processes
         self.log_dir = log_dir
@@ -318,6 +320,11 @@ class LocalPodRunner:
         self.backoff_max = backoff_max
         self.memory_poll_interval = memory_poll_interval
         self._pods: dict[str, _Pod] = {}
+        if fork_server is None:
+            import dask.config
+
+            fork_server = bool(dask.config.get("kubernetes.local.fork-server", True))
+        self.fork_server = ForkServer() if fork_server and run_processes else None
         if log_dir:
             os.makedirs(log_dir, exist_ok=True)
 
@@ -392,6 +399,8 @@ class LocalPodRunner:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(n, 2.0) for n in list(self._pods)), return_exceptions=True)
+        if self.fork_server is not None:
+            await self.fork_server.close()
 
     # -- status ----------------------------------------------------------------------------------
     def _phase(self, p: _Pod) -> str:
@@ -478,6 +487,12 @@ class LocalPodRunner:
             p.workdir = tempfile.mkdtemp(prefix=f"jdk-pod-{p.name[:40]}-")
         cwd = c.spec.get("workingDir")
         cwd = cwd if cwd and os.path.isdir(cwd) else p.workdir
+        if self.fork_server is not None and self.fork_server.usable() and forkable(argv):
+            try:
+                return await self.fork_server.spawn(argv, env, cwd)
+            except OSError as exc:  # a fresh process still works: say so once, go on without it
+                logger.warning("local runtime: fork server unavailable (%s); starting processes directly", exc)
+                self.fork_server.broken = str(exc)
         loop = asyncio.get_running_loop()
         try:
             transport, protocol = await loop.subprocess_exec(

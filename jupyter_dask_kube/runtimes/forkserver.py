@@ -1,0 +1,297 @@
+"""A fork server for the local runtime: dask pods start from a Python that has already imported distributed.
+
+A fresh ``dask worker`` spends most of its start-up importing distributed (about 0.75 s of CPU here, twice
+with a nanny); on 2 cores, a scheduler and four nanny workers starting together queue behind each other.
+The fork server imports distributed once; each dask container is then a fork of it that sets up its own
+session, environment, working directory and output, and runs the same CLI module as
+``python -m distributed.cli.dask_worker`` would (``runpy``, so multiprocessing sees the same ``__main__``).
+
+Protocol, over a ``SOCK_SEQPACKET`` socketpair (one JSON message per packet, boundaries kept):
+  runner -> server  ``{"id", "argv", "env", "cwd"}`` with the output pipe's write end attached (SCM_RIGHTS)
+  server -> runner  ``{"id", "pid"}`` or ``{"id", "error"}``, then ``{"exited": pid, "code": returncode}``
+                    (``code`` as subprocess reports it: negative for a signal)
+
+Children are reaped by the server, which reports every exit in order after the child's start reply.
+The server dies with the runner (PDEATHSIG), and each child dies with the server, so pods still end with
+the process that runs them.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+
+logger = logging.getLogger(__name__)
+
+#: CLI modules a fork can run; ``container_argv`` turns every dask entry point into one of these.
+MODULES = ("distributed.cli.dask_worker", "distributed.cli.dask_scheduler")
+_PACKET = 1 << 20
+
+
+def forkable(argv: list[str]) -> bool:
+    return len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m" and argv[2] in MODULES
+
+
+# -- the runner's side -----------------------------------------------------------------------------
+class ForkedProcess:
+    """What the pod runner needs of a process: pid, returncode, an ``exited`` future and its output."""
+
+    def __init__(self, pid: int, stdout: asyncio.StreamReader | None, loop: asyncio.AbstractEventLoop):
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout = stdout
+        self.exited = loop.create_future()
+
+    def _exit(self, code: int) -> None:
+        self.returncode = code
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    async def wait(self) -> int:
+        await asyncio.shield(self.exited)
+        return self.returncode
+
+
+class ForkServer:
+    def __init__(self):
+        self._sock: socket.socket | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task | None = None
+        self._starting: dict[int, asyncio.Future] = {}
+        self._running: dict[int, ForkedProcess] = {}
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+        self.broken: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def usable(self) -> bool:
+        """Not broken, and on the event loop it started on (its reader and futures live there)."""
+        if self.broken:
+            return False
+        try:
+            return self._loop is None or self._loop is asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+
+    async def _ensure(self) -> None:
+        if self._sock is not None:
+            return
+        from .localpod import _child_setup, base_environment
+
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", __name__, str(theirs.fileno()), pass_fds=[theirs.fileno()],
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                # Forks keep this process's initial environment in /proc/<pid>/environ: no secrets in it.
+                env=base_environment(),
+                # the same die-with-the-runner rule as every pod process
+                preexec_fn=functools.partial(_child_setup, os.getpid()))
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._loop = asyncio.get_running_loop()
+        self._reader = asyncio.create_task(self._read())
+
+    async def spawn(self, argv: list[str], env: dict[str, str], cwd: str) -> ForkedProcess:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            await self._ensure()
+        rid = next(self._ids)
+        rfd, wfd = os.pipe()
+        started = self._starting[rid] = loop.create_future()
+        try:
+            packet = json.dumps({"id": rid, "argv": argv, "env": env, "cwd": cwd}).encode()
+            socket.send_fds(self._sock, [packet], [wfd])
+        except OSError:
+            os.close(rfd)
+            self._starting.pop(rid, None)
+            raise
+        finally:
+            os.close(wfd)
+        try:
+            proc = await started
+        except BaseException:
+            os.close(rfd)
+            raise
+        proc.stdout = asyncio.StreamReader(limit=2 ** 16, loop=loop)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(proc.stdout, loop=loop),
+                                     os.fdopen(rfd, "rb", 0))
+        return proc
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await loop.sock_recv(self._sock, _PACKET)
+                if not data:
+                    break
+                msg = json.loads(data)
+                if "exited" in msg:
+                    proc = self._running.pop(msg["exited"], None)
+                    if proc is not None:
+                        proc._exit(msg["code"])
+                    continue
+                fut = self._starting.pop(msg["id"], None)
+                if fut is None or fut.done():
+                    continue
+                if "error" in msg:
+                    fut.set_exception(OSError(msg["error"]))
+                else:
+                    # registered before any later packet, which may already report its exit
+                    proc = self._running[msg["pid"]] = ForkedProcess(msg["pid"], None, loop)
+                    fut.set_result(proc)
+        except (OSError, ValueError) as exc:
+            self.broken = f"fork server connection failed: {exc!r}"
+        finally:
+            self.broken = self.broken or "fork server exited"
+            for fut in self._starting.values():
+                if not fut.done():
+                    fut.set_exception(OSError(self.broken))
+            # Its children die with it (PDEATHSIG): nobody will report them any more.
+            for proc in self._running.values():
+                proc._exit(-signal.SIGKILL)
+            self._running.clear()
+
+    async def close(self) -> None:
+        """Stop the server (its remaining children die with it). Callable from any event loop."""
+        if self._sock is not None:
+            self._sock.close()
+        proc, same_loop = self._proc, self._loop is asyncio.get_running_loop()
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            if same_loop:
+                await proc.wait()
+        if self._reader is not None and not self._reader.done():
+            if same_loop:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._reader
+            elif self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._reader.cancel)
+
+
+# -- the server's side -----------------------------------------------------------------------------
+def _run_child(sock: socket.socket, wakeup: int, msg: dict, out: int) -> None:
+    """In the forked child: become the container's process, run its dask CLI, never return."""
+    code = 1
+    try:
+        sock.close()
+        os.close(wakeup)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()  # its own process group, which the runner signals as a whole
+        from .localpod import _child_setup
+
+        _child_setup(os.getppid())
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.close(devnull)
+        os.chdir(msg["cwd"])
+        os.environ.clear()
+        os.environ.update(msg["env"])
+
+        import runpy
+
+        import dask.config
+        from distributed.config import initialize_logging
+
+        # Imported before this pod's environment existed: read DASK_* and logging config again, with the
+        # handlers made at import removed first (or every line would be written twice).
+        dask.config.refresh()
+        for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in list(getattr(lg, "handlers", ())):
+                lg.removeHandler(handler)
+        initialize_logging(dask.config.config)
+        argv = msg["argv"]
+        sys.argv = [argv[2], *argv[3:]]
+        runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        import atexit
+
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        with contextlib.suppress(OSError):
+            sock.send(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+
+
+def serve(fd: int) -> None:
+    for module in MODULES:  # the point of this process: pay for these imports once
+        __import__(module)
+    sock = socket.socket(fileno=fd)
+    rd, wakeup = os.pipe()
+    os.set_blocking(wakeup, False)
+    signal.set_wakeup_fd(wakeup)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd is written
+    while True:
+        ready, _, _ = select.select([sock, rd], [], [], 1.0)
+        if rd in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(rd, 4096)
+        _reap(sock)
+        if sock not in ready:
+            continue
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, _PACKET, 1)
+        except OSError:
+            return
+        if not data:
+            return  # the runner is gone
+        msg = json.loads(data)
+        if len(fds) != 1 or not forkable(msg.get("argv", [])):
+            for f in fds:
+                os.close(f)
+            sock.send(json.dumps({"id": msg.get("id"), "error": "not a dask CLI command"}).encode())
+            continue
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(fds[0])
+            sock.send(json.dumps({"id": msg["id"], "error": str(exc)}).encode())
+            continue
+        if pid == 0:
+            os.close(rd)
+            _run_child(sock, wakeup, msg, fds[0])
+        os.close(fds[0])
+        sock.send(json.dumps({"id": msg["id"], "pid": pid}).encode())
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
