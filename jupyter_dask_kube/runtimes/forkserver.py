@@ -183,7 +183,7 @@ class ForkServer:
 
 
 # -- the server's side -----------------------------------------------------------------------------
-def _run_child(sock: socket.socket, wakeup: int, msg: dict, out: int) -> None:
+def _run_child(sock: socket.socket, wakeup: int, msg: dict, out: int, ready: int) -> None:
     """In the forked child: become the container's process, run its dask CLI, never return."""
     code = 1
     try:
@@ -192,6 +192,7 @@ def _run_child(sock: socket.socket, wakeup: int, msg: dict, out: int) -> None:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()  # its own process group, which the runner signals as a whole
+        os.close(ready)  # the server replies with our pid only now: killpg(pid) must find the group
         from .localpod import _child_setup
 
         _child_setup(os.getppid())
@@ -280,16 +281,22 @@ def serve(fd: int) -> None:
                 os.close(f)
             sock.send(json.dumps({"id": msg.get("id"), "error": "not a dask CLI command"}).encode())
             continue
+        ready_r, ready_w = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
-            os.close(fds[0])
+            for f in (fds[0], ready_r, ready_w):
+                os.close(f)
             sock.send(json.dumps({"id": msg["id"], "error": str(exc)}).encode())
             continue
         if pid == 0:
             os.close(rd)
-            _run_child(sock, wakeup, msg, fds[0])
+            os.close(ready_r)
+            _run_child(sock, wakeup, msg, fds[0], ready_w)
         os.close(fds[0])
+        os.close(ready_w)
+        os.read(ready_r, 1)  # EOF once the child has its own session (or died trying)
+        os.close(ready_r)
         sock.send(json.dumps({"id": msg["id"], "pid": pid}).encode())
 
 
