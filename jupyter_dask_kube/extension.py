@@ -127,6 +127,8 @@ class DaskKube(ExtensionApp):
 
     async def stop_extension(self):
         await self.manager.close()
+        # The runtime is ours: its API client, or the local runner's fork server and proxies.
+        await self.manager.runtime.close()
 
 
 def _jupyter_server_extension_points():

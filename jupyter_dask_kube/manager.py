@@ -298,6 +298,14 @@ class ClusterManager:
         return next(iter(self.templates), None)
 
     # -- limits ----------------------------------------------------------------------------------
+    def _unused_name(self, base: str) -> str:
+        """A default name the user's live clusters do not carry yet ("Small", "Small 2", ...), so cards differ."""
+        taken = {r.display_name for r in self.records.values() if r.state in ("creating", "ready")}
+        n = 1
+        while (name := base if n == 1 else f"{base} {n}") in taken:
+            n += 1
+        return name
+
     def _check_limits(self, workers: int, cores: float, memory: int, exclude: str | None = None):
         lim = self.limits
         if lim.max_workers and workers > lim.max_workers:
@@ -351,7 +359,7 @@ class ClusterManager:
         self._check_limits(adapt["maximum"] if adapt else workers, cores, memory)
 
         created = datetime.now(timezone.utc)
-        display = req.name or applied.display_name or applied.name
+        display = req.name or self._unused_name(applied.display_name or applied.name)
         annotations = scheduler_annotations(applied.name, display, workers, adapt, values, created)
         try:
             cluster = KubeCluster(

@@ -187,10 +187,13 @@ async def test_bad_patch_bodies_and_unknown_ids(jp_fetch, backend):
 
 
 async def test_max_clusters(jp_fetch, backend):
-    ids = []
+    ids, names = [], []
     for _ in range(3):
         code, model = await rest_call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=201)
         ids.append(model["id"])
+        names.append(model["name"])
+    # default names differ, so the user can tell the cards apart
+    assert names == [names[0], f"{names[0]} 2", f"{names[0]} 3"], names
     code, data = await rest_call(jp_fetch, "POST", "clusters", body={"workers": 0}, expect=403)
     assert "limit is 3" in data["message"]
     for cid in ids:

@@ -180,6 +180,9 @@ class ForkServer:
                     await self._reader
             elif self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._reader.cancel)
+            else:
+                # Its loop closed first, so it can never finish: no "Task was destroyed" noise when collected.
+                self._reader._log_destroy_pending = False
 
 
 # -- the server's side -----------------------------------------------------------------------------
