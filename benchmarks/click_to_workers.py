@@ -9,7 +9,7 @@ dask-labextension, <= 1.2 x the floor; DELETE to all processes gone < 1 s. GET c
 
 Measured in one run, median of N (``--runs``, default 5), after one untimed warm-up cluster on each server:
 (a) ours: a real Jupyter server (token auth, 127.0.0.1, free port; see "Launcher") with c.DaskKube.backend="local"
-    and two templates of 4 workers ``dask-worker --nthreads 1 --memory-limit 1GB``: "nanny" (dask's default, a
+    and two templates of 4 workers ``dask-worker --nthreads 1 --no-dashboard --memory-limit 1GB``: "nanny" (dask's default, a
     nanny process per worker) and "nonanny" (``--no-nanny``). Timed from sending POST dask-kube/api/clusters
     until GET clusters/{id} (polled every 50 ms) says "workers": 4. Then DELETE is timed until every process the
     cluster added under the server (psutil, the server's process tree) is gone.
@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -80,7 +81,9 @@ import requests  # noqa: E402
 
 POLL = 0.05
 WORKERS = 4
-WORKER_ARGS = ["dask-worker", "--nthreads", "1", "--memory-limit", "1GB"]
+# --no-dashboard as in the seed's worker-spec.yml and our default template, and as LocalCluster's workers run
+# (no worker dashboard unless worker_dashboard_address is given): a worker dashboard imports bokeh (~0.5 s CPU).
+WORKER_ARGS = ["dask-worker", "--nthreads", "1", "--no-dashboard", "--memory-limit", "1GB"]
 BIN = os.path.dirname(sys.executable)
 _started: list[subprocess.Popen] = []
 
@@ -442,7 +445,7 @@ def floor_once(nanny: bool) -> tuple[float, float, float, int]:
     port = free_port()
     addr = f"tcp://127.0.0.1:{port}"
     py = sys.executable
-    worker_flags = ["--nthreads", "1", "--memory-limit", "1GB", "--host", "127.0.0.1"] + ([] if nanny else ["--no-nanny"])
+    worker_flags = [*WORKER_ARGS[1:], "--host", "127.0.0.1"] + ([] if nanny else ["--no-nanny"])
     t0 = time.monotonic()
     procs = [popen([py, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port)])]
     procs += [popen([py, "-m", "distributed.cli.dask_worker", addr, *worker_flags]) for _ in range(WORKERS)]
@@ -488,6 +491,20 @@ def floor_once(nanny: bool) -> tuple[float, float, float, int]:
 
 
 # -- (e) GET latency with many clusters ------------------------------------------------------------------------
+def wait_server_idle(pid: int, window: float = 1.0, busy: float = 0.05, timeout: float = 120) -> float:
+    """Steady state before timing GETs: wait until the Jupyter server spends < 5 % of a core over a window
+    (its per-cluster start-up work, connecting to 50 new schedulers, is done). Returns the wait in seconds."""
+    proc, t0 = psutil.Process(pid), time.monotonic()
+    last = sum(proc.cpu_times()[:2])
+    while time.monotonic() - t0 < timeout:
+        time.sleep(window)
+        now = sum(proc.cpu_times()[:2])
+        if now - last < busy * window:
+            return time.monotonic() - t0
+        last = now
+    raise TimeoutError(f"the Jupyter server stayed busy for {timeout} s with no requests")
+
+
 def get_latency(srv: JupyterServer, clusters: int, gets: int) -> dict:
     import concurrent.futures
 
@@ -508,16 +525,28 @@ def get_latency(srv: JupyterServer, clusters: int, gets: int) -> dict:
             raise TimeoutError(f"only {running}/{clusters} clusters running")
         time.sleep(0.5)
     all_up = time.monotonic() - t0
-    time.sleep(2)  # let start-up work settle
+    settled = wait_server_idle(srv.proc.pid)
+    mine = cluster_processes(srv.proc.pid, before)
+
+    def cpu(pids):
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += sum(psutil.Process(pid).cpu_times()[:2])
+        return total
+
     lat = []
+    c0, s0, w0 = cpu(mine), cpu([srv.proc.pid]), time.monotonic()
     for _ in range(gets):
         t = time.perf_counter()
         r = srv.session.get(srv.base + "dask-kube/api/clusters", timeout=30)
         lat.append(time.perf_counter() - t)
         assert r.status_code == 200 and len(r.json()["clusters"]) == clusters
+    wall = time.monotonic() - w0
+    # what competed for the 2 cores while the GETs ran, and what one GET cost the server
+    cluster_cores, server_ms = (cpu(mine) - c0) / wall, (cpu([srv.proc.pid]) - s0) / gets * 1000
     size = len(r.content)
     lat.sort()
-    mine = cluster_processes(srv.proc.pid, before)
     mem = 0
     for pid in mine:
         try:
@@ -529,7 +558,8 @@ def get_latency(srv: JupyterServer, clusters: int, gets: int) -> dict:
         list(pool.map(lambda cid: srv.request("DELETE", f"dask-kube/api/clusters/{cid}", expect=(204,)), ids))
     down = wait_gone(mine) - t0
     return {"p50": lat[len(lat) // 2], "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "max": lat[-1],
-            "all_up": all_up, "down": down, "procs": len(mine), "rss": mem, "bytes": size}
+            "all_up": all_up, "settled": settled, "down": down, "cluster_cores": cluster_cores,
+            "server_ms": server_ms, "procs": len(mine), "rss": mem, "bytes": size}
 
 
 def main() -> int:
@@ -616,8 +646,11 @@ def main() -> int:
     if lat:
         print(f"GET dask-kube/api/clusters with {args.clusters} clusters ({lat['procs']} processes, "
               f"{lat['rss'] / 2**30:.1f} GiB RSS, {lat['bytes'] / 1024:.0f} KiB answer), {args.gets} GETs: "
-              f"p50 {lat['p50'] * 1000:.2f} ms  p99 {lat['p99'] * 1000:.2f} ms  max {lat['max'] * 1000:.2f} ms "
-              f"(all {args.clusters} running after {lat['all_up']:.1f}s; deleted, processes gone in {lat['down']:.2f}s)")
+              f"p50 {lat['p50'] * 1000:.2f} ms  p99 {lat['p99'] * 1000:.2f} ms  max {lat['max'] * 1000:.2f} ms; "
+              f"server CPU {lat['server_ms']:.2f} ms per GET, the {args.clusters} clusters' processes used "
+              f"{lat['cluster_cores']:.2f} cores meanwhile "
+              f"(all {args.clusters} running after {lat['all_up']:.1f}s, server idle {lat['settled']:.1f}s later; "
+              f"deleted, processes gone in {lat['down']:.2f}s)")
     ratios = []
     verdict = []
     peers = [(k, label) for k, label in (("labext", "labextension"), ("gateway", "gateway")) if k in up]

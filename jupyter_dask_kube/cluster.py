@@ -230,6 +230,7 @@ class KubeCluster(SpecCluster):
         self.first_worker = asyncio.Event()
         self.failing = False
         self.problem: str | None = None
+        self._tearing_down = False  # our own deletes are under way: their pod events are no loss
         self.warnings = resource_warnings(self.pod_template)
         self._requested = n_workers
 
@@ -394,7 +395,8 @@ class KubeCluster(SpecCluster):
     def _on_pod_event(self, etype: str, pod: dict):
         meta = pod["metadata"]
         labels = meta.get("labels") or {}
-        if labels.get("dask.org/cluster-name") != self.name or self.status in (Status.closing, Status.closed):
+        if (labels.get("dask.org/cluster-name") != self.name or self.status in (Status.closing, Status.closed)
+                or self._tearing_down):
             return
         name = meta["name"]
         component = labels.get(LABEL_COMPONENT)
@@ -583,6 +585,7 @@ class KubeCluster(SpecCluster):
             with suppress(AttributeError):
                 self._adaptive.stop()
             if self.deploy_mode == "remote":
+                self._tearing_down = True
                 # Take it all down at once rather than retire workers one by one through the scheduler,
                 # then tell SpecCluster the scheduler is gone, so it does not wait to reach it.
                 await self._delete_everything()

@@ -128,8 +128,9 @@ def test_seed_example(backend, request, monkeypatch, tmp_path):
 
 
 # -- scale, adapt, failures ------------------------------------------------------------------------
-async def test_scale_up_and_down(make_runtime, process_root):
+async def test_scale_up_and_down(make_runtime, process_root, caplog):
     rt = make_runtime()
+    caplog.set_level("WARNING", logger="jupyter_dask_kube.cluster")
     async with KubeCluster(small_pod(), runtime=rt, asynchronous=True) as cluster:
         pods_of = lambda: [p for p in cluster.pod_cache.pods.values() if p["metadata"]["labels"]["dask.org/component"] == "worker"]  # noqa: E731
         cluster.scale(3)
@@ -145,6 +146,9 @@ async def test_scale_up_and_down(make_runtime, process_root):
         assert set(cluster.worker_spec) == {p["metadata"]["name"] for p in pods_of()}
         name = cluster.name
     await assert_nothing_left(rt, name, process_root)
+    # closing deletes the pods itself: that is no lost scheduler or worker
+    assert "lost" not in caplog.text.lower(), caplog.text
+    assert cluster.problem is None and not cluster.lost_workers
 
 
 async def test_adapt_replaces_killed_worker(make_runtime):

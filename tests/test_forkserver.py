@@ -108,3 +108,19 @@ async def test_many_forks_at_once_each_get_their_own_pid_and_output(runner):
     ips = {n: runner.status(n)["podIP"] for n in names}
     for n in names:  # each log is its own process's: it names its own pod address
         assert f"tcp://{ips[n]}:8786" in runner.logs(n)
+
+
+async def test_a_burst_of_forks_fills_the_socket_and_all_are_still_forked(runner):
+    # 150 requests at once (each carries the pod's environment) fill the socket while the server forks:
+    # they wait for room, none falls back to a fresh process, and each ran its own command
+    names = [f"v{i}" for i in range(150)]
+    pod = lambda n: {"metadata": {"name": n}, "spec": {"restartPolicy": "Never", "containers": [{
+        "name": "dask", "image": "ghcr.io/dask/dask:latest", "args": ["dask-worker", "--version"],
+        "env": [{"name": "PADDING", "value": "x" * 4000}]}]}}
+    await asyncio.gather(*(runner.run(pod(n)) for n in names))
+    for n in names:
+        term = await wait_until(lambda n=n: state(runner, n).get("terminated"), WAIT, what=f"{n} to exit")
+        assert term["exitCode"] == 0, (n, term, runner.logs(n))
+        assert "version" in runner.logs(n), runner.logs(n)
+    assert runner.fork_server.broken is None
+    assert runner.fork_server.forked == len(names)

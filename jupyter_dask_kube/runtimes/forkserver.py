@@ -60,8 +60,14 @@ class ForkedProcess:
         return self.returncode
 
 
+class ForkError(OSError):
+    """The fork server refused or failed one request; it still serves others."""
+
+
 class ForkServer:
     def __init__(self):
+        self.forked = 0  # processes started as forks (for diagnostics and tests)
+        self._send_lock = asyncio.Lock()
         self._sock: socket.socket | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
@@ -112,8 +118,8 @@ class ForkServer:
         started = self._starting[rid] = loop.create_future()
         try:
             packet = json.dumps({"id": rid, "argv": argv, "env": env, "cwd": cwd}).encode()
-            socket.send_fds(self._sock, [packet], [wfd])
-        except OSError:
+            await self._send(packet, wfd)
+        except BaseException:
             os.close(rfd)
             self._starting.pop(rid, None)
             raise
@@ -124,10 +130,27 @@ class ForkServer:
         except BaseException:
             os.close(rfd)
             raise
+        self.forked += 1
         proc.stdout = asyncio.StreamReader(limit=2 ** 16, loop=loop)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(proc.stdout, loop=loop),
                                      os.fdopen(rfd, "rb", 0))
         return proc
+
+    async def _send(self, packet: bytes, fd: int) -> None:
+        """Send one request; when many pods start at once the socket fills while the server forks: wait."""
+        loop = asyncio.get_running_loop()
+        async with self._send_lock:  # one writer callback per socket: waiters take turns
+            while True:
+                try:
+                    socket.send_fds(self._sock, [packet], [fd])
+                    return
+                except BlockingIOError:
+                    writable = loop.create_future()
+                    loop.add_writer(self._sock.fileno(), lambda: writable.done() or writable.set_result(None))
+                    try:
+                        await writable
+                    finally:
+                        loop.remove_writer(self._sock.fileno())
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
@@ -146,7 +169,7 @@ class ForkServer:
                 if fut is None or fut.done():
                     continue
                 if "error" in msg:
-                    fut.set_exception(OSError(msg["error"]))
+                    fut.set_exception(ForkError(msg["error"]))
                 else:
                     # registered before any later packet, which may already report its exit
                     proc = self._running[msg["pid"]] = ForkedProcess(msg["pid"], None, loop)
@@ -256,9 +279,26 @@ def _reap(sock: socket.socket) -> None:
             sock.send(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
 
 
+def _preload() -> None:
+    """The point of this process: pay once for the imports every dask container makes at start."""
+    import importlib
+
+    for module in MODULES:
+        importlib.import_module(module)
+    import dask.config
+
+    # Every scheduler (and every worker with a dashboard) also imports its dashboard, i.e. bokeh (~0.5 s of
+    # CPU here), and its HTTP routes. Optional: without bokeh the dask processes do without, too.
+    optional = ["distributed.dashboard.scheduler", "distributed.dashboard.worker",
+                *dask.config.get("distributed.scheduler.http.routes", []),
+                *dask.config.get("distributed.worker.http.routes", [])]
+    for module in optional:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+
 def serve(fd: int) -> None:
-    for module in MODULES:  # the point of this process: pay for these imports once
-        __import__(module)
+    _preload()
     sock = socket.socket(fileno=fd)
     rd, wakeup = os.pipe()
     os.set_blocking(wakeup, False)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import psutil
 
 from . import loopback
-from .forkserver import ForkServer, forkable
+from .forkserver import ForkError, ForkServer, forkable
 
 logger = logging.getLogger(__name__)
 
@@ -490,7 +490,9 @@ class LocalPodRunner:
         if self.fork_server is not None and self.fork_server.usable() and forkable(argv):
             try:
                 return await self.fork_server.spawn(argv, env, cwd)
-            except OSError as exc:  # a fresh process still works: say so once, go on without it
+            except ForkError as exc:  # this one fork failed (fork() itself, say): start it directly
+                logger.warning("local runtime: fork server could not start %s (%s); starting it directly", p.name, exc)
+            except OSError as exc:  # the server is gone: say so once, go on without it
                 logger.warning("local runtime: fork server unavailable (%s); starting processes directly", exc)
                 self.fork_server.broken = str(exc)
         loop = asyncio.get_running_loop()
