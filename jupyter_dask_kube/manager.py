@@ -82,9 +82,8 @@ class ClusterRecord:
             if t is not None and not t.done():
                 t.cancel()
 
-    @property
-    def id(self) -> str:
-        return self.cluster.name
+    def __post_init__(self):
+        self.id: str = self.cluster.name  # fixed for the cluster's life; read on every GET
 
     @property
     def reserved_workers(self) -> int:
@@ -133,6 +132,7 @@ class ClusterManager:
         self._tasks: set[asyncio.Task] = set()
         self._adopting: set[str] = set()  # clusters whose Service is being checked before adoption
         self._deleted: set[str] = set()  # clusters this manager deleted: late watch events must not revive them
+        self._grouped: tuple = ()  # (pod cache generation, pods by cluster id)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self):
@@ -436,10 +436,14 @@ class ClusterManager:
         return rec
 
     def _pods_by_cluster(self) -> dict[str, list[dict]]:
-        by_cluster: dict[str, list[dict]] = {}
-        for p in self.pod_cache.pods.values():  # one pass over the pods, not one per cluster
-            by_cluster.setdefault(p["metadata"].get("labels", {}).get(LABEL_CLUSTER, ""), []).append(p)
-        return by_cluster
+        """Pods grouped by cluster id, regrouped only after the pod cache changed (shared: do not modify)."""
+        generation = self.pod_cache.generation
+        if self._grouped[:1] != (generation,):
+            by_cluster: dict[str, list[dict]] = {}
+            for p in self.pod_cache.pods.values():  # one pass over the pods, not one per cluster
+                by_cluster.setdefault(p["metadata"].get("labels", {}).get(LABEL_CLUSTER, ""), []).append(p)
+            self._grouped = (generation, by_cluster)
+        return self._grouped[1]
 
     def _sorted_records(self) -> list[ClusterRecord]:
         return sorted(self.records.values(), key=lambda r: r.created)

@@ -20,6 +20,8 @@ class PodCache:
         self.runtime = runtime
         self.label_selector = label_selector
         self.pods: dict[str, dict] = {}
+        #: Bumped on every change of ``pods``: readers can cache what they derive from it.
+        self.generation = 0
         self._listeners: list[Listener] = []
         self._changed = asyncio.Event()
         self._synced = asyncio.Event()
@@ -50,6 +52,7 @@ class PodCache:
                     self.pods.pop(name, None)
                 else:
                     self.pods[name] = ev.object
+                self.generation += 1
                 for listener in list(self._listeners):
                     try:
                         listener(ev.type, ev.object)
