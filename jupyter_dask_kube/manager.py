@@ -435,54 +435,57 @@ class ClusterManager:
             raise ApiError(404, f"no cluster {cluster_id!r}")
         return rec
 
-    def _pods_by_cluster(self) -> dict[str, list[dict]]:
-        """Pods grouped by cluster id, regrouped only after the pod cache changed (shared: do not modify)."""
+    def _pods_by_cluster(self) -> dict[str, tuple[list[dict], tuple]]:
+        """Cluster id -> (its pods, their (name, resourceVersion) signature), regrouped only after the pod
+        cache changed, so a GET compares signatures it did not have to rebuild (shared: do not modify)."""
         generation = self.pod_cache.generation
         if self._grouped[:1] != (generation,):
             by_cluster: dict[str, list[dict]] = {}
             for p in self.pod_cache.pods.values():  # one pass over the pods, not one per cluster
                 by_cluster.setdefault(p["metadata"].get("labels", {}).get(LABEL_CLUSTER, ""), []).append(p)
-            self._grouped = (generation, by_cluster)
+            grouped = {
+                cid: (pods, tuple((p["metadata"].get("name"), p["metadata"].get("resourceVersion")) for p in pods))
+                for cid, pods in by_cluster.items()
+            }
+            self._grouped = (generation, grouped)
         return self._grouped[1]
 
     def _sorted_records(self) -> list[ClusterRecord]:
         return sorted(self.records.values(), key=lambda r: r.created)
 
     def list(self) -> list[dict]:
-        by_cluster = self._pods_by_cluster()
-        return [self._model(r, by_cluster.get(r.id, []))[0] for r in self._sorted_records()]
+        return [self._model(r)[0] for r in self._sorted_records()]
 
     def list_json(self) -> str:
         """The list answer as JSON text, built from each cluster's cached JSON."""
-        by_cluster = self._pods_by_cluster()
-        return '{"clusters": [' + ", ".join(self._model(r, by_cluster.get(r.id, []))[1] for r in self._sorted_records()) + "]}"
+        return '{"clusters": [' + ", ".join(self._model(r)[1] for r in self._sorted_records()) + "]}"
 
-    def model(self, rec: ClusterRecord, pods: list[dict] | None = None) -> dict:
+    def model(self, rec: ClusterRecord) -> dict:
         """The cluster as the REST API shows it (shared with a cache: do not modify)."""
-        return self._model(rec, pods)[0]
+        return self._model(rec)[0]
 
     def model_json(self, rec: ClusterRecord) -> str:
         return self._model(rec)[1]
 
-    def _model(self, rec: ClusterRecord, pods: list[dict] | None = None) -> tuple[dict, str]:
+    def _model(self, rec: ClusterRecord) -> tuple[dict, str]:
         """(model, its JSON), rebuilt only when something it shows changed: a GET of 50 clusters then
         costs a key comparison per cluster instead of 50 pod summaries and a JSON encoding."""
         c = rec.cluster
         info = getattr(c, "scheduler_info", None) or {}
-        workers = info.get("workers", {}) if isinstance(info, dict) else {}
+        info = info if isinstance(info, dict) else {}
+        workers = info.get("workers", {})
         # The worker-status stream records a worker at its "add" (status often still "init"): count them all.
         connected = len(workers)
         cores = sum(w.get("nthreads", 0) for w in workers.values())
         memory = sum(w.get("memory_limit", 0) or 0 for w in workers.values())
-        if pods is None:
-            pods = [p for p in self.pod_cache.pods.values() if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id]
+        pods, signature = self._pods_by_cluster().get(rec.id, ([], ()))
         ready = rec.state == "ready"
         key = (
             rec.state, rec.message, rec.requested, tuple(rec.adapt.values()) if rec.adapt else None, len(rec.warnings),
-            c.status, c.problem, len(c.worker_spec), connected, cores, memory,
-            tuple((p["metadata"].get("name"), p["metadata"].get("resourceVersion")) for p in pods),
-            tuple(self._recent_losses(c)), c.scheduler_address if ready else "",
-            self._dashboard(rec) if ready else "",
+            c.status, c.problem, len(c.worker_spec), connected, cores, memory, signature,
+            tuple(self._recent_losses(c)) if getattr(c, "lost_workers", None) else (),
+            # what the dashboard link is made of (_dashboard formats it only when these change)
+            c.scheduler_address if ready else "", info.get("services", {}).get("dashboard") if ready else None,
         )
         if rec.cached_model[:1] != (key,):
             model = self._build_model(rec, pods, connected, cores, memory)
