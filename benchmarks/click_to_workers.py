@@ -491,14 +491,23 @@ def floor_once(nanny: bool) -> tuple[float, float, float, int]:
 
 
 # -- (e) GET latency with many clusters ------------------------------------------------------------------------
+def cpu_seconds(pids) -> float:
+    """User + system CPU time so far of the processes still alive among ``pids``."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(psutil.Process(pid).cpu_times()[:2])
+    return total
+
+
 def wait_server_idle(pid: int, window: float = 1.0, busy: float = 0.05, timeout: float = 120) -> float:
     """Steady state before timing GETs: wait until the Jupyter server spends < 5 % of a core over a window
     (its per-cluster start-up work, connecting to 50 new schedulers, is done). Returns the wait in seconds."""
-    proc, t0 = psutil.Process(pid), time.monotonic()
-    last = sum(proc.cpu_times()[:2])
+    t0 = time.monotonic()
+    last = cpu_seconds([pid])
     while time.monotonic() - t0 < timeout:
         time.sleep(window)
-        now = sum(proc.cpu_times()[:2])
+        now = cpu_seconds([pid])
         if now - last < busy * window:
             return time.monotonic() - t0
         last = now
@@ -528,15 +537,8 @@ def get_latency(srv: JupyterServer, clusters: int, gets: int) -> dict:
     settled = wait_server_idle(srv.proc.pid)
     mine = cluster_processes(srv.proc.pid, before)
 
-    def cpu(pids):
-        total = 0.0
-        for pid in pids:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += sum(psutil.Process(pid).cpu_times()[:2])
-        return total
-
     lat = []
-    c0, s0, w0 = cpu(mine), cpu([srv.proc.pid]), time.monotonic()
+    c0, s0, w0 = cpu_seconds(mine), cpu_seconds([srv.proc.pid]), time.monotonic()
     for _ in range(gets):
         t = time.perf_counter()
         r = srv.session.get(srv.base + "dask-kube/api/clusters", timeout=30)
@@ -544,7 +546,7 @@ def get_latency(srv: JupyterServer, clusters: int, gets: int) -> dict:
         assert r.status_code == 200 and len(r.json()["clusters"]) == clusters
     wall = time.monotonic() - w0
     # what competed for the 2 cores while the GETs ran, and what one GET cost the server
-    cluster_cores, server_ms = (cpu(mine) - c0) / wall, (cpu([srv.proc.pid]) - s0) / gets * 1000
+    cluster_cores, server_ms = (cpu_seconds(mine) - c0) / wall, (cpu_seconds([srv.proc.pid]) - s0) / gets * 1000
     size = len(r.content)
     lat.sort()
     # The peer in the same conditions: jupyter_server's own GET api/status (auth, headers, a tiny answer),

@@ -72,8 +72,6 @@ class ClusterRecord:
     version_task: asyncio.Task | None = None
     #: Adopted with a recorded worker count (made by a manager): bring it back to that count.
     restore_workers: bool = False
-    #: (scheduler host, dashboard port) -> link: formatting reads dask config and the environment.
-    dashboard: tuple = ()
     #: (key, model, model as JSON): see ClusterManager._model
     cached_model: tuple = ()
 
@@ -298,9 +296,13 @@ class ClusterManager:
         return next(iter(self.templates), None)
 
     # -- limits ----------------------------------------------------------------------------------
+    def _live_records(self) -> list[ClusterRecord]:
+        """Clusters starting or running: what limits count and default names must differ from."""
+        return [r for r in self.records.values() if r.state in ("creating", "ready")]
+
     def _unused_name(self, base: str) -> str:
         """A default name the user's live clusters do not carry yet ("Small", "Small 2", ...), so cards differ."""
-        taken = {r.display_name for r in self.records.values() if r.state in ("creating", "ready")}
+        taken = {r.display_name for r in self._live_records()}
         n = 1
         while (name := base if n == 1 else f"{base} {n}") in taken:
             n += 1
@@ -310,7 +312,7 @@ class ClusterManager:
         lim = self.limits
         if lim.max_workers and workers > lim.max_workers:
             raise ApiError(403, f"{workers} workers is above the limit of {lim.max_workers} workers per cluster")
-        others = [r for r in self.records.values() if r.id != exclude and r.state in ("creating", "ready")]
+        others = [r for r in self._live_records() if r.id != exclude]
         if lim.max_cores:
             used = sum(r.reserved_workers * r.cores_per_worker for r in others)
             if used + workers * cores > lim.max_cores + 1e-9:
@@ -352,7 +354,7 @@ class ClusterManager:
         adapt = req.adapt if req.adapt is not None else (None if req.workers is not None else tmpl.adapt)
         workers = req.workers if req.workers is not None else (0 if adapt else tmpl.workers)
         if self.limits.max_clusters:
-            active = sum(1 for r in self.records.values() if r.state in ("creating", "ready"))
+            active = len(self._live_records())
             if active >= self.limits.max_clusters:
                 raise ApiError(403, f"you already have {active} cluster(s); the limit is {self.limits.max_clusters}")
         cores, memory = _per_worker(applied)
@@ -471,7 +473,7 @@ class ClusterManager:
         """(model, its JSON), rebuilt only when something it shows changed: a GET of 50 clusters then
         costs a key comparison per cluster instead of 50 pod summaries and a JSON encoding."""
         c = rec.cluster
-        info = getattr(c, "scheduler_info", None) or {}
+        info = getattr(c, "scheduler_info", None)
         info = info if isinstance(info, dict) else {}
         workers = info.get("workers", {})
         # The worker-status stream records a worker at its "add" (status often still "init"): count them all.
@@ -484,7 +486,7 @@ class ClusterManager:
             rec.state, rec.message, rec.requested, tuple(rec.adapt.values()) if rec.adapt else None, len(rec.warnings),
             c.status, c.problem, len(c.worker_spec), connected, cores, memory, signature,
             tuple(self._recent_losses(c)) if getattr(c, "lost_workers", None) else (),
-            # what the dashboard link is made of (_dashboard formats it only when these change)
+            # what the dashboard link is made of: it is formatted only when these change
             c.scheduler_address if ready else "", info.get("services", {}).get("dashboard") if ready else None,
         )
         if rec.cached_model[:1] != (key,):
@@ -542,15 +544,11 @@ class ClusterManager:
         return [f"Worker {name} was lost {now - t:.0f}s ago: {reason}{more}"]
 
     def _dashboard(self, rec: ClusterRecord) -> str:
-        c = rec.cluster
-        key = (c.scheduler_host, (c.scheduler_info or {}).get("services", {}).get("dashboard"))
-        if rec.dashboard[:1] != (key,):
-            try:
-                link = c.dashboard_url(self.base_url)
-            except ValueError:  # an admin's distributed.dashboard.link that cannot be formatted
-                link = ""
-            rec.dashboard = (key, link)
-        return rec.dashboard[1]
+        # Called only when the model is rebuilt, whose key holds what the link is made of.
+        try:
+            return rec.cluster.dashboard_url(self.base_url)
+        except ValueError:  # an admin's distributed.dashboard.link that cannot be formatted
+            return ""
 
     def scheduler_hosts(self) -> set[str]:
         """Hosts of this user's live schedulers: all the dashboard proxy may reach."""
