@@ -28,6 +28,7 @@ from .objects import (
     scheduler_annotations,
     user_selector,
 )
+from . import rbac
 from .naming import service_name
 from .podcache import PodCache
 from .podstatus import is_terminal, pod_summary
@@ -37,9 +38,8 @@ from .templates import ClusterTemplate, OptionError
 logger = logging.getLogger(__name__)
 
 # The verbs of the shipped Role (rbac.yaml), checked by the status preflight.
-RBAC_VERBS = [
-    ("pods", "", verb) for verb in ("get", "list", "watch", "create", "delete", "patch")
-] + [("pods", "log", "get")] + [("services", "", verb) for verb in ("get", "list", "watch", "create", "delete")]
+# (resource, subresource, verb) the status preflight checks: derived from the runtime's table of calls.
+RBAC_VERBS = rbac.required_permissions()
 PREFLIGHT_TTL = 60.0
 LOST_WORKER_WINDOW = 300.0  # how long a lost worker's reason stays in the cluster's warnings
 # A scheduler pod this young without its Service may be a create in flight elsewhere: not half-made yet.
@@ -665,7 +665,7 @@ class ClusterManager:
                 missing = []
                 try:
                     results = await asyncio.gather(*(can_i(v, r, s) for r, s, v in RBAC_VERBS))
-                    missing = [f"{v} {r}{'/' + s if s else ''}" for (r, s, v), ok in zip(RBAC_VERBS, results) if not ok]
+                    missing = [rbac.describe(*p) for p, ok in zip(RBAC_VERBS, results) if not ok]
                     found = [f"missing RBAC permission: {m} in namespace {self.runtime.namespace}" for m in missing]
                 except RuntimeAPIError as exc:
                     found = [f"Kubernetes API not reachable: {exc.message or exc}"]

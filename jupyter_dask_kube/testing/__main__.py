@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deny", action="append", default=[], metavar="VERB:RESOURCE",
                    help="answer 403 Forbidden for this verb and resource (e.g. create:pods); repeatable")
     p.add_argument("--quota-pods", type=int, default=None, help="at most this many pods per namespace")
+    p.add_argument("--real", action="store_true",
+                   help="instead of the emulator, start a real etcd + kube-apiserver + kube-controller-manager "
+                        "v1.20.2 on 127.0.0.1 (built by `make kube-binaries`) and print admin and user kubeconfigs")
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -46,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.real:
+        from .controlplane import serve_real
+        return serve_real(namespace=args.namespace, kubeconfig=args.kubeconfig)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     own_dir = None

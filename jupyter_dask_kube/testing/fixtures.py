@@ -15,7 +15,8 @@ import pytest
 
 from .server import EmulatedKubernetes
 
-__all__ = ["RealKubernetes", "kube_api", "emulated_kubernetes", "emulated_kubernetes_noproc", "kubeconfig_env"]
+__all__ = ["RealKubernetes", "kube_api", "emulated_kubernetes", "emulated_kubernetes_noproc", "kubeconfig_env",
+           "real_control_plane"]
 
 
 class RealKubernetes:
@@ -87,3 +88,21 @@ def emulated_kubernetes_noproc():
 def kubeconfig_env(emulated_kubernetes, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", emulated_kubernetes.kubeconfig)
     return emulated_kubernetes.kubeconfig
+
+
+# --- real control plane (helper A) ---------------------------------------------------------------------------
+# Building kube-apiserver takes minutes, so pytest never builds it: `make kube-binaries` does (make test and
+# .ci/run run it first). Missing binaries skip this tier locally, and fail it in CI.
+@pytest.fixture(scope="session")
+def real_control_plane():
+    """A :class:`~jupyter_dask_kube.testing.controlplane.RealControlPlane` (etcd, kube-apiserver,
+    kube-controller-manager v1.20.2 on 127.0.0.1) for the whole session."""
+    from .controlplane import RealControlPlane, missing
+
+    why = missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and the real control plane cannot start: {why}", pytrace=False)
+        pytest.skip(why)
+    with RealControlPlane() as cp:
+        yield cp
