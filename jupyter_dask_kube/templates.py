@@ -21,6 +21,7 @@ import dask.config
 import yaml
 
 from . import config as _config  # noqa: F401  (kubernetes.* defaults must be loaded)
+from .quantities import is_quantity
 
 OPTION_TYPES = ("integer", "float", "select", "bool", "string")
 #: Options the template applies itself; any other option is left to the admin's options_handler.
@@ -123,9 +124,7 @@ def parse_memory(q: Any) -> int:
 
 def is_k8s_quantity(q: Any) -> bool:
     """True when Kubernetes itself accepts ``q`` as a resource quantity."""
-    if not isinstance(q, str):
-        return False
-    return bool(re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?", q))
+    return is_quantity(q)
 
 
 # ----------------------------------------------------------------------- dask arguments
