@@ -10,7 +10,7 @@ import pytest
 from jupyter_dask_kube import rbac
 from jupyter_dask_kube.objects import user_selector
 
-from helpers import rest_call, tiny_template
+from helpers import rest_call, tiny_template, wait_model, wait_until
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -77,3 +77,22 @@ async def test_with_the_role_status_has_no_rbac_problem(jp_fetch, real_control_p
     real API server's SelfSubjectAccessReviews answer."""
     code, data = await rest_call(jp_fetch, "GET", "status", expect=200)
     assert [p for p in data["problems"] if "RBAC" in p or "Forbidden" in p] == []
+
+
+@pytest.mark.with_role
+async def test_with_only_the_role_create_scale_delete_work(jp_fetch, real_control_plane, namespace, username):
+    """The whole lifecycle as jdk-user with nothing but deploy/rbac.yaml's Role: pods run (node agent),
+    scale up, logs through the API server, delete; the admin then sees nothing left."""
+    code, model = await rest_call(jp_fetch, "POST", "clusters", body={"template": "tiny", "workers": 1}, expect=201)
+    cid = model["id"]
+    await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, timeout=180,
+                     what="1 worker on the real API server")
+    await rest_call(jp_fetch, "PATCH", "clusters", cid, body={"workers": 2}, expect=200)
+    await wait_model(jp_fetch, cid, lambda m: m["workers"] == 2, timeout=180, what="2 workers")
+    code, data = await rest_call(jp_fetch, "GET", "clusters", cid, "logs", expect=200)
+    sched = [n for n in data["logs"] if n.endswith("-scheduler")]
+    assert sched and "Scheduler at" in data["logs"][sched[0]]
+    resp = await jp_fetch("dask-kube", "api", "clusters", cid, method="DELETE")
+    assert resp.code == 204
+    await wait_until(lambda: objects_in(real_control_plane, namespace) == {"pods": [], "services": []}, 120,
+                     interval=0.5, what="the cluster's pods and Service to be gone from the API server")

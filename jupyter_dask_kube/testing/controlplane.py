@@ -71,13 +71,22 @@ class RealControlPlane:
     ``pid`` (the apiserver's); plus ``user``/``user_kubeconfig``/``user_token``, ``agent_kubeconfig``,
     ``etcd_url``, ``ca`` (a :class:`CertificateAuthority`: the apiserver's serving CA and the kubelet client CA),
     ``kubelet_client_ca`` (path a node agent verifies the apiserver's client certificate with),
-    ``workdir``, ``processes`` (True: a node agent runs real processes for its pods).
+    ``workdir``, ``processes`` (a node agent runs real processes for its pods), ``agent`` (the running
+    :class:`~.nodeagent.NodeAgent`, with ``node_agent=True``).
     """
 
-    processes = True
-
-    def __init__(self, *, namespace: str = "default", workdir: str | None = None, startup_timeout: float = 120.0):
+    def __init__(self, *, namespace: str = "default", workdir: str | None = None, startup_timeout: float = 120.0,
+                 node_agent: bool = False, processes: bool = True, nodes: list | None = None):
+        """``node_agent``: also run a :class:`~.nodeagent.NodeAgent` (in a thread with its own event loop) that
+        registers ``nodes`` (NodeSpec list; default one node) and runs pods as processes, or, with
+        ``processes=False``, only marks them Running."""
         self.namespace = namespace
+        self.node_agent = node_agent
+        self.processes = processes
+        self.nodes = nodes
+        self.agent = None
+        self._agent_loop = None
+        self._agent_thread = None
         self.startup_timeout = startup_timeout
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="jdk-controlplane-")
@@ -112,12 +121,15 @@ class RealControlPlane:
             self._wait_service_account("default")
             if self.namespace != "default":
                 self.create_namespace(self.namespace)
+            if self.node_agent:
+                self._start_agent()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        self._stop_agent()
         # Dependents first: the controller-manager and apiserver would log errors for a vanished etcd.
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
             proc = self._procs.pop(name, None)
@@ -134,6 +146,37 @@ class RealControlPlane:
         self.pid = None
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _start_agent(self) -> None:
+        import asyncio
+        import threading
+
+        from .nodeagent import NodeAgent
+
+        cert, key = self.ca.issue(self._path("pki", "kubelet"), "jdk-node-agent",
+                                  server_names=("127.0.0.1", "localhost"))
+        self.agent = NodeAgent(self.agent_kubeconfig, self.nodes, run_processes=self.processes,
+                               log_dir=self._path("pods"), tls_cert=cert, tls_key=key,
+                               client_ca=self.kubelet_client_ca)
+        loop = self._agent_loop = asyncio.new_event_loop()
+        self._agent_thread = threading.Thread(target=loop.run_forever, name="jdk-node-agent", daemon=True)
+        self._agent_thread.start()
+        asyncio.run_coroutine_threadsafe(self.agent.start(), loop).result(self.startup_timeout)
+
+    def _stop_agent(self) -> None:
+        import asyncio
+
+        loop, self._agent_loop = self._agent_loop, None
+        if loop is None:
+            return
+        try:
+            if self.agent is not None:
+                asyncio.run_coroutine_threadsafe(self.agent.close(), loop).result(60)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            self._agent_thread.join(10)
+            loop.close()
+            self.agent = None
 
     def component_pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self._procs.items() if p.poll() is None}

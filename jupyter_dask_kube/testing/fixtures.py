@@ -96,7 +96,8 @@ def kubeconfig_env(emulated_kubernetes, monkeypatch):
 @pytest.fixture(scope="session")
 def real_control_plane():
     """A :class:`~jupyter_dask_kube.testing.controlplane.RealControlPlane` (etcd, kube-apiserver,
-    kube-controller-manager v1.20.2 on 127.0.0.1) for the whole session."""
+    kube-controller-manager v1.20.2 on 127.0.0.1) with a node agent running pods as processes, for the
+    whole session."""
     from .controlplane import RealControlPlane, missing
 
     why = missing()
@@ -104,5 +105,5 @@ def real_control_plane():
         if os.environ.get("CI"):
             pytest.fail(f"CI is set and the real control plane cannot start: {why}", pytrace=False)
         pytest.skip(why)
-    with RealControlPlane() as cp:
+    with RealControlPlane(node_agent=True) as cp:
         yield cp
