@@ -43,6 +43,8 @@ class DaskKube(ExtensionApp):
     max_cores = Float(0, config=True, help="Cores per user across all clusters (0 = no limit).")
     max_memory = Union([Int(), Unicode()], default_value=0, config=True, help='Memory per user across clusters: bytes or "64G" (0 = no limit).')
     idle_timeout = Float(0, config=True, help="Seconds without work after which a cluster shuts down (0 = never).")
+    start_timeout = Float(600, config=True, help="Seconds a cluster's pods may wait for a node (Unschedulable: a cluster "
+                          "autoscaler may add one) before its start fails; it fails at once when nothing can change.")
     options_handler = Callable(
         None, allow_none=True, config=True,
         help="Optional f(template, option_values) -> template, to act on options beyond cores, memory and image.",
@@ -93,6 +95,7 @@ class DaskKube(ExtensionApp):
             limits=Limits(self.max_clusters, self.max_workers, self.max_cores, max_memory),
             name_template=self.name_template,
             idle_timeout=self.idle_timeout,
+            start_timeout=self.start_timeout,
             base_url=self.serverapp.base_url,
             options_handler=self.options_handler,
             template_problems=problems,

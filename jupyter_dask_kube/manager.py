@@ -31,7 +31,7 @@ from .objects import (
 from . import rbac
 from .naming import service_name
 from .podcache import PodCache
-from .podstatus import is_terminal, pod_summary
+from .podstatus import is_terminal, pod_summary, readable_problem
 from .runtimes import PodRuntime, RuntimeAPIError
 from .templates import ClusterTemplate, OptionError
 
@@ -107,6 +107,7 @@ class ClusterManager:
         limits: Limits | None = None,
         name_template: str | None = None,
         idle_timeout: float = 0,
+        start_timeout: float | None = None,
         base_url: str = "/",
         options_handler=None,
         template_problems: list[str] | None = None,
@@ -118,6 +119,7 @@ class ClusterManager:
         self.limits = limits or Limits()
         self.name_template = name_template
         self.idle_timeout = idle_timeout or 0
+        self.start_timeout = start_timeout
         self.base_url = base_url
         self.options_handler = options_handler
         self.template_problems = list(template_problems or [])
@@ -141,9 +143,10 @@ class ClusterManager:
             try:
                 await self.pod_cache.start()
             except Exception as exc:
-                self._start_error = f"cannot watch pods: {exc}"
+                # Not final: the pod cache keeps retrying, and the next call here tries again at once.
+                self._start_error = _start_problem(exc, self.runtime.namespace)
                 logger.error("dask-kube: %s", self._start_error)
-                raise ApiError(503, f"Kubernetes API not reachable: {exc}") from None
+                raise ApiError(503, self._start_error) from None
             self._start_error = None
             self.pod_cache.subscribe(self._on_pod_event)
             self._started = True
@@ -373,6 +376,7 @@ class ClusterManager:
                 username=self.username,
                 annotations=annotations,
                 idle_timeout=self.idle_timeout or None,
+                start_timeout=self.start_timeout,
                 n_workers=adapt["minimum"] if adapt else workers,  # made while the scheduler starts
                 asynchronous=True,
                 shutdown_on_close=False,
@@ -510,8 +514,8 @@ class ClusterManager:
             sched = next((p for p in pods if p["role"] == "scheduler"), None)
             status = "starting" if sched and sched["phase"] == "Running" else "pending"
         if not message and status in ("pending", "starting"):
-            stuck = next((f"{p['name']}: {p['reason']}: {p['message']}" for p in pods if p["reason"] and p["phase"] != "Running"), "")
-            message = stuck
+            # pod_wait_message: the first pod not running, with its reason first ("waiting for a node: ...")
+            message = next((readable_problem(p) for p in pods if p["reason"] and p["phase"] != "Running"), "")
         address = c.scheduler_address if rec.state == "ready" else ""
         return {
             "id": rec.id,
@@ -679,6 +683,17 @@ class ClusterManager:
             "version": __version__,
             "problems": problems,
         }
+
+
+def _start_problem(exc: BaseException, namespace: str) -> str:
+    """Why the user's pods cannot be watched, worded for the one who can fix it."""
+    if isinstance(exc, RuntimeAPIError) and exc.status == 403:
+        return (
+            f"Forbidden: this Jupyter server may not list pods in namespace {namespace} ({exc.message}); "
+        )
+    if isinstance(exc, RuntimeAPIError) and exc.status:
+        return f"cannot watch pods: {_reason(exc)}"
+    return f"Kubernetes API not reachable: {_reason(exc)}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import math
 import os
 import re
@@ -41,6 +42,18 @@ class TemplateError(ValueError):
     def __init__(self, source: str, field: str | None, problem: str):
         self.source, self.field, self.problem = source, field, problem
         super().__init__(f"{source}: {field}: {problem}" if field else f"{source}: {problem}")
+
+
+class TemplateNotFoundError(TemplateError, FileNotFoundError):
+    """A template path that does not exist. Also a FileNotFoundError: classic dask-kubernetes code
+    (``KubeCluster.from_yaml``) catches that."""
+
+    def __init__(self, source: str, problem: str):
+        TemplateError.__init__(self, source, None, problem)
+        self.errno, self.strerror, self.filename = errno.ENOENT, os.strerror(errno.ENOENT), source
+
+    def __str__(self) -> str:  # OSError's would print "[Errno 2] ..." instead of our message
+        return self.args[0]
 
 
 class OptionError(ValueError):
@@ -378,6 +391,8 @@ def _read_yaml(path: str | os.PathLike) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
+    except FileNotFoundError as e:
+        raise TemplateNotFoundError(str(path), f"can not be read: {e.strerror or e}") from None
     except OSError as e:
         raise TemplateError(str(path), None, f"can not be read: {e.strerror or e}") from None
     except yaml.YAMLError as e:
