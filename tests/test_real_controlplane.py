@@ -70,6 +70,7 @@ def test_real_command_runs_on_loopback_only_and_stops_clean(tmp_path):
         children = psutil.Process(proc.pid).children(recursive=True)
         names = sorted(os.path.basename(c.exe()) for c in children)
         assert names == ["etcd", "kube-apiserver", "kube-controller-manager"], names
+        assert "node agent emulated-node-1" in text
         from kubernetes import config
         with config.new_client_from_config(config_file=admin) as c:
             api = client.CoreV1Api(c)
@@ -77,12 +78,16 @@ def test_real_command_runs_on_loopback_only_and_stops_clean(tmp_path):
             assert ipaddress.ip_address(svc.spec.cluster_ip) in ipaddress.ip_network(SERVICE_CIDR)
             version = client.VersionApi(c).get_code()
             assert version.git_version == kube_build.KUBE_VERSION
+            node = api.read_node("emulated-node-1")
+            assert [(a.type, a.address) for a in node.status.addresses if a.type == "InternalIP"] == [
+                ("InternalIP", "127.0.0.1")]
         with config.new_client_from_config(config_file=user) as c:
             with pytest.raises(client.ApiException) as e:
                 client.CoreV1Api(c).list_namespaced_pod("default")
             assert e.value.status == 403
-        assert_loopback_only([c.pid for c in children])
-        ports = {s.laddr.port for c in children for s in c.net_connections(kind="inet")
+        # the command's own process runs the node agent: its kubelet HTTPS port, its API connections
+        assert_loopback_only([proc.pid] + [c.pid for c in children])
+        ports = {s.laddr.port for c in children + [psutil.Process(proc.pid)] for s in c.net_connections(kind="inet")
                  if s.status == psutil.CONN_LISTEN}
         assert int(url.rsplit(":", 1)[1]) in ports
     finally:
@@ -150,3 +155,36 @@ def test_pods_need_a_node_and_the_garbage_collector_runs(real_control_plane):
                  what="the garbage collector to delete the dependent pod")
     finally:
         cp.delete_namespace(ns)
+
+
+def run_pytest_on_tier(tmp_path, **env):
+    """This tier's RBAC test in a child pytest with an empty binary cache: (exit code, output)."""
+    child_env = {k: v for k, v in os.environ.items() if k != "CI"}
+    child_env.update(JDK_KUBE_CACHE=str(tmp_path / "empty-cache"), **env)
+    test = os.path.join(os.path.dirname(__file__), "test_real_controlplane.py")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", "-o", "addopts=",
+                        f"{test}::test_user_has_no_rights_until_the_role_is_bound"],
+                       capture_output=True, text=True, env=child_env, cwd=os.path.dirname(test), timeout=300)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_missing_binaries_skip_with_the_build_command_locally_and_fail_in_ci(tmp_path):
+    code, out = run_pytest_on_tier(tmp_path)
+    assert code == 0 and "1 skipped" in out, out
+    assert "make kube-binaries" in out and "etcd-server" in out, out
+    code, out = run_pytest_on_tier(tmp_path, CI="1")
+    assert code == 1 and ("1 error" in out or "1 failed" in out), out
+    assert "CI is set" in out and "make kube-binaries" in out, out
+    assert "Traceback" not in out, out
+
+
+def test_build_check_names_what_to_run_without_a_traceback(tmp_path):
+    env = dict(os.environ, JDK_KUBE_CACHE=str(tmp_path / "empty-cache"))
+    r = subprocess.run([sys.executable, "-m", "jupyter_dask_kube.testing.kube_build", "--check"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1
+    assert "make kube-binaries" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert str(tmp_path / "empty-cache" / "kubernetes-v1.20.2" / "bin") in r.stdout
+    r = subprocess.run([sys.executable, "-m", "jupyter_dask_kube.testing", "--real"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and "make kube-binaries" in r.stderr and "Traceback" not in r.stderr

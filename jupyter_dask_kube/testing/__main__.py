@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.real:
         from .controlplane import serve_real
-        return serve_real(namespace=args.namespace, kubeconfig=args.kubeconfig)
+        return serve_real(namespace=args.namespace, kubeconfig=args.kubeconfig, processes=not args.no_processes)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     own_dir = None
