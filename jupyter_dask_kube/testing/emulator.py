@@ -979,7 +979,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     meta["namespace"] = ns or body_ns or "default"
                     if res.plural == "pods" and self.faults.quota and (not self.faults.namespaces or meta["namespace"] in self.faults.namespaces):
                         self._check_quota(meta["namespace"], meta.get("name") or meta.get("generateName", ""))
-                if q.get("dryRun"):
+                if q.get("dryRun"):  # validated as a real create is, and not stored
+                    if not meta.get("name") and meta.get("generateName"):
+                        meta["name"] = meta["generateName"] + "xxxxx"
+                    self._validate(res, obj)
                     return self._json(obj, 201)
                 created = self._insert(res.plural, obj, res)
                 return self._json(created, 201)

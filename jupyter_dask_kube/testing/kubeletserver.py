@@ -32,7 +32,7 @@ class KubeletServer:
 
     async def start(self) -> int:
         app = aiohttp.web.Application()
-        app.router.add_get("/healthz", lambda r: aiohttp.web.Response(text="ok"))
+        app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self._logs)
         app.router.add_post("/jdk/{action:evict|oomkill}/{ns}/{pod}", self._fault)
         self._runner = aiohttp.web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
@@ -45,6 +45,10 @@ class KubeletServer:
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @staticmethod
+    async def _healthz(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(text="ok")
 
     async def _logs(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         m = request.match_info
