@@ -690,6 +690,7 @@ def _start_problem(exc: BaseException, namespace: str) -> str:
     if isinstance(exc, RuntimeAPIError) and exc.status == 403:
         return (
             f"Forbidden: this Jupyter server may not list pods in namespace {namespace} ({exc.message}); "
+            "ask your hub admin to apply the RBAC Role (deploy/rbac.yaml)"
         )
     if isinstance(exc, RuntimeAPIError) and exc.status:
         return f"cannot watch pods: {_reason(exc)}"
