@@ -125,3 +125,59 @@ async def test_manager_shows_pending_with_reason_then_the_autoscalers_refusal(em
         await wait_until(lambda: no_pods(runtime, user_selector(user)), 30, what="pods removed")
     finally:
         await manager.close(detach=False)
+
+
+# -- with the node agent playing cluster-autoscaler ----------------------------------------------------------
+def needs_cpu(cpu: str):
+    return small_pod(resources={"requests": {"cpu": cpu, "memory": "1Gi"}, "limits": {"cpu": cpu, "memory": "1Gi"}})
+
+
+@pytest.fixture(scope="module")
+def autoscaled():
+    """One 2-core node; the agent adds an 8-core node 5 s after a pod that would fit there asks for one."""
+    from jupyter_dask_kube.testing import EmulatedKubernetes
+
+    with EmulatedKubernetes(processes=True, nodes=["cpu=2,memory=8Gi,name=small"],
+                            autoscale=("cpu=8,memory=16Gi", 5.0)) as emu:
+        yield emu
+
+
+@pytest.mark.asyncio
+async def test_cluster_waits_for_the_autoscaled_node_then_comes_up(autoscaled):
+    rt = KubernetesRuntime(autoscaled.namespace, kubeconfig=autoscaled.kubeconfig)
+    cluster = KubeCluster(needs_cpu("3"), runtime=rt, n_workers=1, asynchronous=True, start_timeout=120)
+    t = time.monotonic()
+    start = asyncio.ensure_future(cluster._start())
+    try:
+        waiting = await wait_until(lambda: cluster.waiting, 30, what="the waiting reason")
+        assert waiting.startswith("waiting for a node: 0/1 nodes are available: 1 Insufficient cpu."), waiting
+        await asyncio.wait_for(start, 120)
+        elapsed = time.monotonic() - t
+        assert elapsed >= 5  # the node came after the autoscaler's delay; the start waited for it
+        sched = await rt.read_pod(f"{cluster.name}-scheduler")
+        assert sched["spec"]["nodeName"].startswith("autoscaled"), sched["spec"].get("nodeName")
+        await cluster._wait_for_workers(1, timeout=120)  # the worker waits for (and gets) a node too
+        print(f"\n[autoscaler] cluster up {elapsed:.1f}s after create (node added after 5 s)")
+    finally:
+        start.cancel()
+        await cluster.close()
+        await rt.close()
+
+
+@pytest.mark.asyncio
+async def test_agents_not_trigger_scale_up_fails_the_start_at_once(autoscaled):
+    rt = KubernetesRuntime(autoscaled.namespace, kubeconfig=autoscaled.kubeconfig)
+    cluster = KubeCluster(needs_cpu("32"), runtime=rt, asynchronous=True, start_timeout=300)
+    t = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError) as info:
+            await asyncio.wait_for(cluster._start(), 60)
+        elapsed = time.monotonic() - t
+        message = str(info.value.__cause__)
+        assert message.startswith("NotTriggerScaleUp: pod didn't trigger scale-up"), message
+        assert "Insufficient cpu" in message and message.endswith(f"(scheduler pod {cluster.name}-scheduler)")
+        assert elapsed < 20, elapsed
+        await wait_until(lambda: no_pods(rt, cluster_selector(cluster.name)), 30, what="pods removed")
+    finally:
+        await cluster.close()
+        await rt.close()
