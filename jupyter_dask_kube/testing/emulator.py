@@ -81,6 +81,8 @@ class EmulatorFaults:
       enforcing it (to test RBAC preflight alone).
     - ``quota``: ``{"pods": 10}`` per namespace; creating beyond it answers 403 "exceeded quota".
     - ``namespaces``: when non-empty, faults apply only to requests in these namespaces.
+    - ``watch_error_event``: an HTTP status; every new watch answers 200 with one ``ERROR`` event carrying a
+      Status of that code, then ends (as kube-apiserver does on an internal error mid-watch).
     """
 
     error_rate: float = 0.0
@@ -91,13 +93,14 @@ class EmulatorFaults:
     review_denied: set[tuple[str, str]] = dataclasses.field(default_factory=set)
     quota: dict[str, int] = dataclasses.field(default_factory=dict)
     namespaces: set[str] = dataclasses.field(default_factory=set)
+    watch_error_event: int | None = None
 
     def to_json(self) -> dict:
         return {
             "error_rate": self.error_rate, "error_statuses": list(self.error_statuses), "latency": self.latency,
             "drop_watch_after": self.drop_watch_after, "forbidden": sorted(map(list, self.forbidden)),
             "review_denied": sorted(map(list, self.review_denied)), "quota": dict(self.quota),
-            "namespaces": sorted(self.namespaces),
+            "namespaces": sorted(self.namespaces), "watch_error_event": self.watch_error_event,
         }
 
     @classmethod
@@ -1200,6 +1203,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
         resp.enable_chunked_encoding()
         await resp.prepare(raw)
 
+        code = self.faults.watch_error_event
+        if code and raw.headers.get(NO_FAULTS_HEADER) is None and (not self.faults.namespaces
+                                                                   or ns in self.faults.namespaces):
+            self.stats["faults_watch_error_event"] += 1
+            error = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                                 "status": "Failure", "code": int(code), "reason": "InternalError",
+                                                 "message": "an error on the server (\"injected watch error\") has "
+                                                            "prevented the request from succeeding"}}
+            await resp.write(dumps(error) + b"\n")
+            await resp.write_eof()
+            return resp
         rv_param = q.get("resourceVersion")
         watcher = _Watcher(ns, r.name)
         backlog: list[bytes] = []

@@ -72,7 +72,9 @@ class NodeAgent:
         self.image_pull_fail = image_pull_fail
         self.log_dir = log_dir
         self.enforce_memory_limits = enforce_memory_limits
-        self.events = events and run_processes  # no-process mode measures the control plane: no event load
+        self.events = events
+        #: per-pod routine events (Scheduled, Killing) cost the no-process mode's load benchmarks a request each
+        self.routine_events = events and run_processes
         self.autoscaler = autoscaler
         self.tls_cert, self.tls_key, self.client_ca = tls_cert, tls_key, client_ca
         self.control_token = control_token or uuid.uuid4().hex
@@ -209,7 +211,7 @@ class NodeAgent:
                     log.info("heartbeat of %s failed: %r", node.name, e)
 
     async def _event(self, pod: dict, type_: str, reason: str, message: str, component: str) -> None:
-        if not self.events:
+        if not self.events or (reason in ("Scheduled", "Killing") and not self.routine_events):
             return
         meta = pod["metadata"]
         now = now_iso()
@@ -428,7 +430,16 @@ class NodeAgent:
             n = next(self._ips)
             ip = f"127.244.{n // 250 % 250}.{n % 250 + 1}"
         try:
-            await self._runner(key[0]).run(self._with_service_env(pod), ip=ip)
+            for attempt in range(6):
+                try:
+                    await self._runner(key[0]).run(self._with_service_env(pod), ip=ip)
+                    break
+                except RuntimeError as e:  # no free pod address (a wildcard listener took the port): retry,
+                    if attempt == 5 or key not in self.pods:  # as a kubelet retries a pod sandbox
+                        raise
+                    log.warning("pod %s/%s: %s; retrying", *key, e)
+                    await self._event(pod, "Warning", "FailedCreatePodSandBox", str(e), "kubelet")
+                    await asyncio.sleep(2 ** attempt)
         except Exception as e:  # noqa: BLE001 (reported on the pod, as a kubelet does)
             log.exception("pod %s/%s failed to start", *key)
             self._on_status(key, {"phase": "Failed", "reason": "StartError", "message": str(e)})
