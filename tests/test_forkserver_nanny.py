@@ -122,8 +122,9 @@ async def test_nanny_worker_is_forked_and_sees_what_a_spawned_one_sees(runner, t
             await client.close()
     finally:
         await fresh_runner.close()
-    assert psutil.Process(os.getpid()).pid not in (spawned["ppid"],)
-    volatile = {"POD_IP", "HOSTNAME"}  # each pod's own address and name (the same pod name here)
+    assert forked["environ"]["__DASK_PARENT_PID"] == str(leader)  # distributed.proctitle: the nanny's pid
+    assert spawned["environ"]["__DASK_PARENT_PID"] == str(spawned["ppid"]), "the reference was spawned by its nanny"
+    volatile = {"POD_IP", "__DASK_PARENT_PID"}  # each pod's own address, each nanny's own pid
     differ = {k for k in set(forked["environ"]) | set(spawned["environ"])
               if k not in volatile and forked["environ"].get(k) != spawned["environ"].get(k)}
     assert not differ, {k: (forked["environ"].get(k), spawned["environ"].get(k)) for k in differ}
