@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml package.json
 setup: $(VENV)/.installed
 
 lab: setup
-	jupyter lab
+	sh scripts/lab.sh $(LAB_ARGS)
 
 pytest: setup
 	python -m pytest -p no:cacheprovider
