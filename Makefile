@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml package.json
 setup: $(VENV)/.installed
 
 lab: setup
-	jupyter lab
+	sh scripts/lab.sh $(LAB_ARGS)
 
 # kube-apiserver + kube-controller-manager v1.20.2 for the real-control-plane tests, built once (~5 min) into
 # $${JDK_KUBE_CACHE:-~/.cache/jupyter-dask-kube} from Debian's source package; needs root for apt-get the first

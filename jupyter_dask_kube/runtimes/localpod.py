@@ -325,6 +325,19 @@ class LocalPodRunner:
             os.makedirs(log_dir, exist_ok=True)
 
     # -- public ----------------------------------------------------------------------------------
+    def start_fork_server(self) -> bool:
+        """Start the fork server now, in the background (its imports run in its own process), so that the
+        first pods find distributed imported; True when there is one. Otherwise the first pod starts it."""
+        if self.fork_server is None:
+            return False
+        try:
+            self.fork_server.start()
+        except OSError as exc:
+            logger.warning("local runtime: fork server could not start (%s); starting processes directly", exc)
+            self.fork_server.broken = str(exc)
+            return False
+        return True
+
     async def run(self, pod: dict, ip: str | None = None) -> str:
         """Start every container of ``pod``; its IP (allocated when not given)."""
         pod = copy.deepcopy(pod)
