@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from dask_gateway.options import Bool, Field, Float, Integer, Mapping, Options, Select, String
 
 from ..bodies import ApiError
+from ..templates import TemplateError, parse_memory
 
 TEMPLATE_NAME = "gateway"
 
@@ -23,6 +24,19 @@ STATUS = {"PENDING": "pending", "RUNNING": "running", "STOPPING": "stopping", "S
 WORKER_CORES = ("worker_cores", "worker_cores_limit")
 WORKER_MEMORY = ("worker_memory", "worker_memory_limit")
 IMAGE = ("image", "worker_image")
+GIB_BELOW = 1024  # a bare memory number this small is in GiB (daskhub's and the gateway docs' options), else bytes
+
+
+def memory_bytes(value) -> int | None:
+    """A worker-memory option value in bytes: "4G", 4 (GiB), 4294967296 (bytes); None when it is not memory."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value * 2**30) if value < GIB_BELOW else int(value)
+    try:
+        return parse_memory(value)
+    except (TemplateError, ValueError, TypeError):
+        return None
 
 
 def option_field(f: Field) -> dict | None:
@@ -57,7 +71,6 @@ def template(options: Options, address: str) -> dict:
     def first(names):
         return next((values[n] for n in names if n in values), None)
 
-    memory = first(WORKER_MEMORY)
     return {
         "name": TEMPLATE_NAME,
         "display_name": "Dask Gateway",
@@ -66,7 +79,7 @@ def template(options: Options, address: str) -> dict:
         "backend": "gateway",
         "worker": {
             "cores": first(WORKER_CORES),
-            "memory": int(memory) if isinstance(memory, (int, float)) and not isinstance(memory, bool) else None,
+            "memory": memory_bytes(first(WORKER_MEMORY)),
             "image": first(IMAGE),
         },
         "options": [o for o in map(option_field, fields) if o is not None],
