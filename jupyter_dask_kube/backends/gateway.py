@@ -14,6 +14,7 @@ take the stream from the notebook's GatewayCluster widget, and the notebook's wo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -228,13 +229,9 @@ class GatewayBackend(ClusterBackend):
         return models
 
     async def list_json(self) -> str:
-        import json
-
         return json.dumps({"clusters": await self._list()})
 
     async def cluster_json(self, cluster_id: str) -> str:
-        import json
-
         (model,) = await self._models([await self._report(cluster_id)])
         return json.dumps(model)
 
@@ -274,8 +271,15 @@ class GatewayBackend(ClusterBackend):
         rec.display_name = req.name
         rec.adapt = req.adapt
         rec.requested = req.workers if req.workers is not None else 0
+        try:
+            report = await self._report(name)
+        except ApiError:  # made but not reportable: take it back rather than leave it behind
+            with suppress(Exception):
+                await self.gateway.stop_cluster(name)
+            await self._forget(rec)
+            raise
         rec.task = self._background(self._bring_up(rec))
-        return self._model(await self._report(name))
+        return self._model(report)
 
     async def _bring_up(self, rec: GatewayRecord):
         try:
