@@ -22,12 +22,11 @@ import argparse
 import os
 import statistics
 import sys
-import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 import click_to_workers as ctw  # noqa: E402  (sets DASK_CONFIG for this process first)
 
-from jupyter_dask_kube.testing.gateway import LocalGateway  # noqa: E402
+from jupyter_dask_kube.testing.gateway import LocalGateway  # noqa: E402  (the type ctw.start_gateway gives)
 
 TARGET = 1.1
 USER = "bench"  # click_to_workers.gateway_once's BasicAuth user: both sides are the same gateway user
@@ -70,14 +69,11 @@ def main() -> int:
     def say(*a):
         print(*a, file=sys.stderr, flush=True)
 
-    password = uuid.uuid4().hex
-    gw = LocalGateway(auth="simple", password=password, extra_config='c.DaskGateway.log_level = "WARN"\n',
-                      workdir=os.path.join(ctw.WORK, "gateway"))
+    gw = ctw.start_gateway()
+    password = gw.password
     srv = None
     res = {"ours": [], "gateway": []}
     try:
-        gw.start()
-        ctw._started.append(gw.proc)  # stopped with the rest on any exit
         srv = ctw.JupyterServer(
             "ours", "server-module", OURS_CONFIG,
             {"gateway.yaml": GATEWAY_YAML.format(address=gw.address, proxy_address=gw.proxy_address, user=USER,
