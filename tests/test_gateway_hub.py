@@ -10,7 +10,8 @@ their dask config (gateway.address, gateway.proxy-address, gateway.auth.type: ju
   for alice's cluster on GET, PATCH, DELETE and logs; the gateway itself records each cluster under its owner;
 - the card's snippet (connect_code) runs a computation on alice's cluster with her token, over the gateway's TLS;
 - a limit set in the gateway (cluster_max_workers) comes back as a 403 with the gateway's words;
-- deleting leaves nothing: the gateway's lists are empty and no dask process is left.
+- deleting leaves nothing: the gateway's lists are empty and no dask process is left;
+- a hub token without access to the gateway service, and a token the hub does not know: a 503 with the reason.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ pytest.importorskip("dask_gateway_server")
 pytest.importorskip("jupyterhub")
 from dask_gateway import Gateway, JupyterHubAuth  # noqa: E402
 
+from jupyter_dask_kube.backends.gateway import GatewayBackend  # noqa: E402
+from jupyter_dask_kube.bodies import ApiError  # noqa: E402
 from jupyter_dask_kube.testing.gateway import LocalGateway  # noqa: E402
 
 from helpers import wait_for  # noqa: E402
@@ -138,3 +141,25 @@ def test_two_users_on_one_gateway(daskhub):
         code, data = user.api("GET", "clusters")
         assert code == 200 and data["clusters"] == []
     wait_for(lambda: not gateway.dask_processes(), 60, what="no dask process left under the gateway")
+
+
+def test_tokens_the_gateway_refuses(daskhub):
+    hub, gateway = daskhub
+    r = hub.admin("POST", "users/alice/tokens",
+                  {"note": "no dask-gateway access", "scopes": ["read:users:name!user=alice"], "expires_in": 600})
+    assert r.status_code in (200, 201), r.text
+    # no access scope: the gateway answers 401; a token the hub does not know: the gateway's own words (the hub
+    # refuses to look it up)
+    for token, words in ((r.json()["token"], "refused our credentials (401"),
+                         ("not-a-hub-token", "Permission failure verifying user's JupyterHub API token")):
+        async def attempt():
+            backend = GatewayBackend(address=gateway.address, auth=JupyterHubAuth(token))
+            try:
+                with pytest.raises(ApiError) as e:
+                    await backend.list_json()
+                return e.value
+            finally:
+                await backend.close()
+
+        err = asyncio.run(attempt())
+        assert err.status == 503 and words in err.message, err.message
