@@ -8,6 +8,7 @@ import dask.config
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Callable, Dict, Float, Int, List, Unicode, Union
 
+from .backends.pods import PodBackend
 from .dashboard import host_allowlist
 from .handlers import handlers
 from .manager import ClusterManager, Limits
@@ -25,7 +26,8 @@ class DaskKube(ExtensionApp):
 
     backend = Unicode(
         None, allow_none=True, config=True,
-        help="kubernetes, local or auto (Kubernetes when in-cluster or a kubeconfig is found). "
+        help="kubernetes, local, gateway (Dask-Gateway, found through dask config gateway.*) or auto "
+        "(Kubernetes when in-cluster or a kubeconfig is found). "
         "Default: dask config kubernetes.backend (auto).",
     )
     namespace = Unicode(None, allow_none=True, config=True, help="Namespace for pods. Default: dask config, in-cluster or kubeconfig namespace.")
@@ -83,6 +85,15 @@ class DaskKube(ExtensionApp):
         return unique, problems
 
     def initialize_settings(self):
+        self.manager = None  # the pod backends' ClusterManager
+        if (self.backend or dask.config.get("kubernetes.backend", None)) == "gateway":
+            from .backends.gateway import GatewayBackend
+
+            self.cluster_backend = GatewayBackend()
+            self.settings["dask_kube_backend"] = self.cluster_backend
+            self.log.info("dask-kube: gateway backend (dask config gateway.address: %s)",
+                          dask.config.get("gateway.address", None))
+            return
         templates, problems = self._load_templates()
         for p in problems:
             self.log.error("dask-kube: bad template: %s", p)
@@ -107,6 +118,8 @@ class DaskKube(ExtensionApp):
             template_problems=problems,
         )
         self.settings["dask_kube_manager"] = self.manager
+        self.cluster_backend = PodBackend(self.manager)
+        self.settings["dask_kube_backend"] = self.cluster_backend
         self.log.info(
             "dask-kube: %s backend, namespace %s, %d template(s)", runtime.backend, runtime.namespace, len(templates)
         )
@@ -122,22 +135,20 @@ class DaskKube(ExtensionApp):
             proxy_cfg.host_allowlist = host_allowlist(self._proxy_hosts)
 
     def _proxy_hosts(self):
-        manager = getattr(self, "manager", None)
-        return manager.scheduler_hosts() if manager is not None else ()
+        backend = getattr(self, "cluster_backend", None)
+        return backend.scheduler_hosts() if backend is not None else ()
 
     async def _start_jupyter_server_extension(self, serverapp):
         async def start():
             try:
-                await self.manager.start()
+                await self.cluster_backend.start()
             except Exception as exc:  # reported by the status endpoint; the server keeps running
                 self.log.error("dask-kube: could not start the cluster manager: %s", exc)
 
         self._start_task = asyncio.create_task(start())
 
     async def stop_extension(self):
-        await self.manager.close()
-        # The runtime is ours: its API client, or the local runner's fork server and proxies.
-        await self.manager.runtime.close()
+        await self.cluster_backend.close()
 
 
 def _jupyter_server_extension_points():

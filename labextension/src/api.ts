@@ -83,6 +83,8 @@ export interface Cluster {
   created: string | number | null;
   pods: PodInfo[];
   warnings: string[];
+  /** Code a notebook runs to use the cluster, when the backend has its own (gateway). */
+  connect_code?: string;
 }
 
 export interface Status {

@@ -64,7 +64,10 @@ export function startClusterDrag(
 
   const dragImage = document.createElement('div');
   dragImage.className = 'jp-dragImage dask-kube-dragImage';
-  dragImage.textContent = `client = Client("${cluster.scheduler_address}")`;
+  // the line that creates the client, whichever backend's code it is
+  dragImage.textContent =
+    source_code.split('\n').find(line => line.startsWith('client =')) ??
+    source_code;
 
   const drag = new Drag({
     mimeData,

@@ -47,8 +47,17 @@ export function describeWorker(template: Template): string {
   return `${parts.join(', ')} per worker`;
 }
 
-/** The code inserted into notebooks for a cluster. */
-export function clientCode(cluster: Pick<Cluster, 'scheduler_address'>): string {
+/**
+ * The code inserted into notebooks for a cluster: the backend's own when it
+ * gives one (a Dask-Gateway cluster connects through the gateway's client,
+ * which brings the cluster's TLS credentials), else a plain Client.
+ */
+export function clientCode(
+  cluster: Pick<Cluster, 'scheduler_address' | 'connect_code'>
+): string {
+  if (cluster.connect_code) {
+    return cluster.connect_code;
+  }
   return (
     'from dask.distributed import Client\n' +
     `client = Client(${JSON.stringify(cluster.scheduler_address ?? '')})\n` +

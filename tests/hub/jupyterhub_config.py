@@ -30,14 +30,14 @@ c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allowed_users = {"alice", "bob"}
 
 # An admin service whose token drives the test: makes user tokens and starts/stops servers over the REST API.
-c.JupyterHub.services = [{"name": "jdk-test-admin", "api_token": s["admin_token"]}]
+c.JupyterHub.services = [{"name": "jdk-test-admin", "api_token": s["admin_token"]}] + s.get("services", [])
 c.JupyterHub.load_roles = [
     {
         "name": "jdk-test-admin",
         "scopes": ["admin:users", "admin:servers", "tokens", "read:users"],
         "services": ["jdk-test-admin"],
     }
-]
+] + s.get("roles", [])
 
 # -- single-user servers: local processes with the jupyter_dask_kube server extension ----------------------
 c.JupyterHub.spawner_class = "simple"
@@ -51,3 +51,5 @@ c.Spawner.http_timeout = 120
 # Only what the spawner passes is seen by the servers: JUPYTER_CONFIG_DIR holds jupyter_server_config.json
 # (extensions on, c.DaskKube.* with backend "kubernetes"), KUBECONFIG the one emulated cluster both users share.
 c.Spawner.environment = dict(s["environment"])
+if s.get("server_token_scopes"):  # e.g. access to a dask-gateway registered as a hub service
+    c.Spawner.server_token_scopes = s["server_token_scopes"]
