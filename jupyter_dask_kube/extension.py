@@ -26,8 +26,9 @@ class DaskKube(ExtensionApp):
 
     backend = Unicode(
         None, allow_none=True, config=True,
-        help="kubernetes, local, gateway (Dask-Gateway, found through dask config gateway.*) or auto "
-        "(Kubernetes when in-cluster or a kubeconfig is found). "
+        help="kubernetes, local, gateway (Dask-Gateway, found through dask config gateway.*), operator (DaskCluster "
+        "resources for the Dask Kubernetes operator) or auto (the operator when its CRDs are installed and the user "
+        "may create DaskClusters, else Kubernetes pods when in-cluster or a kubeconfig is found, else local). "
         "Default: dask config kubernetes.backend (auto).",
     )
     namespace = Unicode(None, allow_none=True, config=True, help="Namespace for pods. Default: dask config, in-cluster or kubeconfig namespace.")
@@ -97,7 +98,20 @@ class DaskKube(ExtensionApp):
         templates, problems = self._load_templates()
         for p in problems:
             self.log.error("dask-kube: bad template: %s", p)
-        runtime = make_runtime(self.backend, self.namespace)
+        backend = self.backend or dask.config.get("kubernetes.backend", None) or "auto"
+        runtime = make_runtime("kubernetes" if backend == "operator" else backend, self.namespace)
+        if backend == "operator" or (backend == "auto" and runtime.backend == "kubernetes" and _operator_applies(runtime)):
+            from .backends.operator import OperatorBackend
+
+            self.cluster_backend = OperatorBackend(
+                runtime, username=current_user(), templates=templates, default_template=self.default_template,
+                limits=Limits(self.max_clusters, self.max_workers, self.max_cores,
+                              parse_memory(self.max_memory) if self.max_memory else 0),
+                name_template=self.name_template, idle_timeout=self.idle_timeout, start_timeout=self.start_timeout,
+                base_url=self.serverapp.base_url, options_handler=self.options_handler, template_problems=problems)
+            self.settings["dask_kube_backend"] = self.cluster_backend
+            self.log.info("dask-kube: operator backend (DaskCluster resources), namespace %s", runtime.namespace)
+            return
         # Local runtime: its fork server imports distributed in its own process while this server starts,
         # so the first cluster starts as fast as later ones.
         start_fork_server = getattr(getattr(runtime, "runner", None), "start_fork_server", None)
@@ -149,6 +163,16 @@ class DaskKube(ExtensionApp):
 
     async def stop_extension(self):
         await self.cluster_backend.close()
+
+
+def _operator_applies(runtime) -> bool:
+    """backend=auto: the Dask operator's CRDs are served and this user may create DaskClusters (the ONE check)."""
+    from .backends.operator import operator_problems_sync
+
+    try:
+        return not operator_problems_sync(runtime.api_client, runtime.namespace)
+    except Exception:  # noqa: BLE001 (auto falls back to our own pods)
+        return False
 
 
 def _jupyter_server_extension_points():

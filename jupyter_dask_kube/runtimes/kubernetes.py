@@ -449,8 +449,8 @@ class KubernetesRuntime(PodRuntime):
         return resp is not None
 
     # -- permissions -----------------------------------------------------------------------------
-    async def can_i(self, verb: str, resource: str, subresource: str = "") -> bool:
-        """SelfSubjectAccessReview for one verb on one core resource in our namespace."""
+    async def can_i(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:
+        """SelfSubjectAccessReview for one verb on one resource (core API group by default) in our namespace."""
         body = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
@@ -460,7 +460,7 @@ class KubernetesRuntime(PodRuntime):
                     "verb": verb,
                     "resource": resource,
                     "subresource": subresource or None,
-                    "group": "",
+                    "group": group,
                 }
             },
         }
