@@ -81,3 +81,34 @@ def missing_from(role: dict) -> list[tuple[str, str, str]]:
     """Required permissions a Role does not grant (wildcards honoured), in table order."""
     granted = role_grants(role)
     return [p for p in required_permissions() if not any(_covers(g, p) for g in granted)]
+
+
+# The operator backend (backends/operator.py) on the Dask operator's custom resources, through CustomObjectsApi;
+# it also reads pods, pods/log and the scheduler Service with the runtime's calls above (same Role).
+# deploy/rbac-operator.yaml grants exactly these (tests/test_rbac.py).
+OPERATOR_GROUP = "kubernetes.dask.org"
+OPERATOR_CALLS: tuple[Call, ...] = (
+    Call("list_namespaced_custom_object", "list", "daskclusters", group=OPERATOR_GROUP,
+         why="the user's DaskClusters (label hub.jupyter.org/username)"),
+    Call("get_namespaced_custom_object", "get", "daskclusters", group=OPERATOR_GROUP, why="one cluster"),
+    Call("create_namespaced_custom_object", "create", "daskclusters", group=OPERATOR_GROUP, why="create"),
+    Call("patch_namespaced_custom_object", "patch", "daskclusters", group=OPERATOR_GROUP,
+         why="scale (spec.worker.replicas), adapt bounds annotation"),
+    Call("delete_namespaced_custom_object", "delete", "daskclusters", group=OPERATOR_GROUP, why="delete"),
+    Call("get_namespaced_custom_object", "get", "daskautoscalers", group=OPERATOR_GROUP, why="adapt bounds"),
+    Call("create_namespaced_custom_object", "create", "daskautoscalers", group=OPERATOR_GROUP, why="adapt"),
+    Call("delete_namespaced_custom_object", "delete", "daskautoscalers", group=OPERATOR_GROUP,
+         why="scale by hand, adapt off, delete"),
+)
+
+
+def grants_in_group(role: dict, group: str) -> set[tuple[str, str]]:
+    """(resource, verb) a Role's rules grant in one API group."""
+    granted = set()
+    for rule in role.get("rules") or []:
+        if group not in (rule.get("apiGroups") or []):
+            continue
+        for res in rule.get("resources") or []:
+            for verb in rule.get("verbs") or []:
+                granted.add((res, verb))
+    return granted

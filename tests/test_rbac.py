@@ -68,3 +68,19 @@ def test_missing_from_honours_groups_and_wildcards(rules, missing):
 def test_describe():
     assert rbac.describe("pods", "log", "get") == "get pods/log"
     assert rbac.describe("services", "", "watch") == "watch services"
+
+
+def test_operator_role_grants_exactly_the_operator_calls():
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "rbac-operator.yaml").read_text()) if d]
+    role = next(d for d in docs if d["kind"] == "Role")
+    needed = {(c.resource, c.verb) for c in rbac.OPERATOR_CALLS}
+    assert rbac.grants_in_group(role, rbac.OPERATOR_GROUP) == needed
+
+
+def test_operator_table_lists_every_custom_objects_call():
+    source = (ROOT / "jupyter_dask_kube" / "backends" / "operator.py").read_text()
+    called = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "custom":
+            called.add(node.attr)
+    assert called and called == {c.method for c in rbac.OPERATOR_CALLS}

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from ..runtimes import loopback
 from ..runtimes.localpod import LocalPodRunner
+from . import clusterdns
 from .kubeapi import KubeAPI, KubeAPIError
 from .scheduling import NodeSpec, choose_node, fits_empty, now_iso, pod_requests, ready_condition, \
     service_environment
@@ -417,12 +418,11 @@ class NodeAgent:
         spec = pod.get("spec") or {}
         env = service_environment(list(self.services.values()), pod["metadata"]["namespace"],
                                   spec.get("enableServiceLinks", True) is not False)
-        if not env:
-            return pod
         pod = copy.deepcopy(pod)
         for c in pod["spec"].get("containers") or []:
             c["env"] = env + list(c.get("env") or [])
-        return pod
+        # no cluster resolver here: Service names in variables and args become their clusterIPs
+        return clusterdns.rewrite_pod(pod, clusterdns.service_ips(list(self.services.values())))
 
     async def _run(self, key: Key, pod: dict) -> None:
         ip = None
