@@ -6,7 +6,7 @@ import os
 
 import dask.config
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Callable, Dict, Float, Int, List, Unicode, Union
+from traitlets import Bool, Callable, Dict, Float, Int, List, Unicode, Union
 
 from .backends.pods import PodBackend
 from .dashboard import host_allowlist
@@ -49,6 +49,10 @@ class DaskKube(ExtensionApp):
     idle_timeout = Float(0, config=True, help="Seconds without work after which a cluster shuts down (0 = never).")
     start_timeout = Float(600, config=True, help="Seconds a cluster's pods may wait for a node (Unschedulable: a cluster "
                           "autoscaler may add one) before its start fails; it fails at once when nothing can change.")
+    helm_releases = Bool(True, config=True, help="Show Dask Helm chart releases (labels app=dask, release, "
+                         "component) of the namespace as attached clusters (kubernetes and operator backends).")
+    helm_allow_delete = Bool(False, config=True, help="Let users delete attached Helm releases' Deployments "
+                             "and Service from the panel (otherwise: use helm uninstall).")
     options_handler = Callable(
         None, allow_none=True, config=True,
         help="Optional f(template, option_values) -> template, to act on options beyond cores, memory and image.",
@@ -109,7 +113,7 @@ class DaskKube(ExtensionApp):
                               parse_memory(self.max_memory) if self.max_memory else 0),
                 name_template=self.name_template, idle_timeout=self.idle_timeout, start_timeout=self.start_timeout,
                 base_url=self.serverapp.base_url, options_handler=self.options_handler, template_problems=problems)
-            self.settings["dask_kube_backend"] = self.cluster_backend
+            self._attach_helm(runtime)
             self.log.info("dask-kube: operator backend (DaskCluster resources), namespace %s", runtime.namespace)
             return
         # Local runtime: its fork server imports distributed in its own process while this server starts,
@@ -133,10 +137,19 @@ class DaskKube(ExtensionApp):
         )
         self.settings["dask_kube_manager"] = self.manager
         self.cluster_backend = PodBackend(self.manager)
-        self.settings["dask_kube_backend"] = self.cluster_backend
+        self._attach_helm(runtime)
         self.log.info(
             "dask-kube: %s backend, namespace %s, %d template(s)", runtime.backend, runtime.namespace, len(templates)
         )
+
+    def _attach_helm(self, runtime):
+        """The backend the handlers use: this one, with the namespace's Helm releases beside its clusters."""
+        if self.helm_releases and runtime.backend == "kubernetes":
+            from .backends.helm import HelmReleases
+
+            self.cluster_backend = HelmReleases(self.cluster_backend, runtime, allow_delete=self.helm_allow_delete,
+                                                max_workers=self.max_workers, base_url=self.serverapp.base_url)
+        self.settings["dask_kube_backend"] = self.cluster_backend
 
     def initialize_handlers(self):
         self.handlers.extend(handlers())

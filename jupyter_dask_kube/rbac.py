@@ -95,6 +95,10 @@ OPERATOR_CALLS: tuple[Call, ...] = (
     Call("patch_namespaced_custom_object", "patch", "daskclusters", group=OPERATOR_GROUP,
          why="scale (spec.worker.replicas), adapt bounds annotation"),
     Call("delete_namespaced_custom_object", "delete", "daskclusters", group=OPERATOR_GROUP, why="delete"),
+    Call("get_namespaced_custom_object", "get", "daskworkergroups", group=OPERATOR_GROUP,
+         why="the default worker group's replicas (what the operator's autoscaler sets)"),
+    Call("patch_namespaced_custom_object", "patch", "daskworkergroups", group=OPERATOR_GROUP,
+         why="scale: the default worker group's replicas"),
     Call("get_namespaced_custom_object", "get", "daskautoscalers", group=OPERATOR_GROUP, why="adapt bounds"),
     Call("create_namespaced_custom_object", "create", "daskautoscalers", group=OPERATOR_GROUP, why="adapt"),
     Call("delete_namespaced_custom_object", "delete", "daskautoscalers", group=OPERATOR_GROUP,
@@ -112,3 +116,14 @@ def grants_in_group(role: dict, group: str) -> set[tuple[str, str]]:
             for verb in rule.get("verbs") or []:
                 granted.add((res, verb))
     return granted
+
+
+# Helm releases attached beside the clusters (backends/helm.py), through AppsV1Api; Services and pods are
+# read with the runtime's calls above. deploy/rbac-helm.yaml grants exactly these (tests/test_rbac.py).
+HELM_CALLS: tuple[Call, ...] = (
+    Call("list_namespaced_deployment", "list", "deployments", group="apps",
+         why="the namespace's Dask Helm releases (label app=dask)"),
+    Call("patch_namespaced_deployment", "patch", "deployments", group="apps", why="scale: the worker Deployment"),
+    Call("delete_namespaced_deployment", "delete", "deployments", group="apps",
+         why="delete, only with c.DaskKube.helm_allow_delete"),
+)

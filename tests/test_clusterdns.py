@@ -38,3 +38,13 @@ def test_install_resolver_answers_service_names(monkeypatch):
     info = socket.getaddrinfo("dask-a-scheduler.ns1.svc.cluster.local", 8786, type=socket.SOCK_STREAM)
     assert info[0][4] == ("127.200.0.7", 8786) and calls
     assert socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)[0][4] == ("127.0.0.1", 80)
+
+
+def test_bare_service_name_with_port_in_the_pods_namespace():
+    pod = {"metadata": {"namespace": "ns1"},
+           "spec": {"containers": [{"name": "w", "args": ["dask-worker", "dask-a-scheduler:8786", "x.dask-a-scheduler:1",
+                                                          "unknown:8786"]}]}}
+    args = clusterdns.rewrite_pod(pod, IPS)["spec"]["containers"][0]["args"]
+    assert args == ["dask-worker", "127.200.0.7:8786", "x.dask-a-scheduler:1", "unknown:8786"]
+    other_ns = {"metadata": {"namespace": "ns2"}, "spec": {"containers": [{"name": "w", "args": ["dask-a-scheduler:8786"]}]}}
+    assert clusterdns.rewrite_pod(other_ns, IPS)["spec"]["containers"][0]["args"] == ["dask-a-scheduler:8786"]

@@ -165,3 +165,11 @@ def test_model_adapt_and_foreign_cluster():
     m = om.cluster_model(foreign, pods=[], service=SERVICE, now=NOW, env={})
     assert (m["name"], m["template"], m["requested_workers"], m["cores"]) == ("mine", "", 3, None)
     assert om.owned_by(foreign, "alice")
+
+
+def test_model_requested_workers_follow_the_default_worker_group():
+    cr = with_status(make(), "Running")  # the DaskCluster still says 2
+    group = {"spec": {"cluster": "dask-alice-abc12", "worker": {"replicas": 5}}}
+    m = om.cluster_model(cr, pods=[], service=SERVICE, worker_group=group, now=NOW, env={})
+    assert m["requested_workers"] == 5  # the operator's autoscaler scaled the group
+    assert om.default_worker_group("dask-alice-abc12") == "dask-alice-abc12-default"

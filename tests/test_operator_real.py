@@ -180,7 +180,7 @@ async def test_operator_not_running_gives_a_reason_and_delete_leaves_nothing(
         jp_fetch, real_control_plane, namespace, jp_serverapp):
     """No controller: the DaskCluster never gets a status; after the start timeout the card says why."""
     backend = jp_serverapp.web_app.settings["dask_kube_backend"]
-    backend.start_timeout = 3
+    getattr(backend, "inner", backend).start_timeout = 3  # the operator backend, under the Helm releases
     code, model = await rest_call(jp_fetch, "POST", "clusters", body={"template": "tiny", "workers": 1}, expect=201)
     assert model["status"] == "pending" and "waiting for the Dask operator" in model["message"]
     model = await wait_model(jp_fetch, model["id"], lambda m: m["status"] == "failed", timeout=60,

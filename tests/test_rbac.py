@@ -84,3 +84,13 @@ def test_operator_table_lists_every_custom_objects_call():
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "custom":
             called.add(node.attr)
     assert called and called == {c.method for c in rbac.OPERATOR_CALLS}
+
+
+def test_helm_role_grants_exactly_the_helm_calls():
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "rbac-helm.yaml").read_text()) if d]
+    role = next(d for d in docs if d["kind"] == "Role")
+    assert rbac.grants_in_group(role, "apps") == {(c.resource, c.verb) for c in rbac.HELM_CALLS}
+    source = (ROOT / "jupyter_dask_kube" / "backends" / "helm.py").read_text()
+    called = {n.attr for n in ast.walk(ast.parse(source))
+              if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute) and n.value.attr == "apps"}
+    assert called == {c.method for c in rbac.HELM_CALLS}

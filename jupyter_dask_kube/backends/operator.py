@@ -123,7 +123,8 @@ class OperatorBackend(ClusterBackend):
         pods = await self.runtime.list_pods(f"{LABEL_CLUSTER}={name}")
         service = await self.runtime.read_service(f"{name}-scheduler")
         scaler = await self._get(om.AUTOSCALERS, name)
-        model = om.cluster_model(cr, pods=pods, service=service, autoscaler_cr=scaler,
+        group = await self._get(om.WORKER_GROUPS, om.default_worker_group(name))
+        model = om.cluster_model(cr, pods=pods, service=service, autoscaler_cr=scaler, worker_group=group,
                                  start_timeout=self.start_timeout, base_url=self.base_url)
         ip, _, _ = om.service_address(service)
         if ip:
@@ -263,6 +264,14 @@ class OperatorBackend(ClusterBackend):
         patch = om.scale_patch(workers)
         patch["metadata"] = om.adapt_annotation_patch(None)["metadata"]
         cr = await self._custom(self.custom.patch_namespaced_custom_object, om.CLUSTERS, cluster_id, patch)
+        # The worker group too (as dask-kubernetes' KubeCluster.scale does): after an autoscaler changed it, the
+        # DaskCluster's count may already equal the new one, and the operator acts only on a change.
+        try:
+            await self._custom(self.custom.patch_namespaced_custom_object, om.WORKER_GROUPS,
+                               om.default_worker_group(cluster_id), om.scale_patch(workers))
+        except RuntimeAPIError as exc:
+            if exc.status != 404:  # not made yet: the operator makes it from the DaskCluster's count
+                raise
         return await self._model(cr)
 
     async def adapt(self, cluster_id: str, adapt: dict | None) -> dict:

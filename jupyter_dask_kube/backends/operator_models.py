@@ -116,6 +116,11 @@ def autoscaler(cluster: str, minimum: int, maximum: int) -> dict:
     }
 
 
+def default_worker_group(cluster: str) -> str:
+    """The DaskWorkerGroup the operator makes for a DaskCluster's spec.worker (the one its autoscaler scales)."""
+    return f"{cluster}-default"
+
+
 def scale_patch(workers: int) -> dict:
     return {"spec": {"worker": {"replicas": int(workers)}}}
 
@@ -144,9 +149,10 @@ def _ready(pod: dict) -> bool:
 
 
 def cluster_model(cr: dict, *, pods: list[dict], service: dict | None, autoscaler_cr: dict | None = None,
-                  now: datetime | None = None, start_timeout: float = 600, base_url: str | None = None,
+                  worker_group: dict | None = None, now: datetime | None = None, start_timeout: float = 600, base_url: str | None = None,
                   env: dict | None = None) -> dict:
-    """One DaskCluster (+ its pods, scheduler Service and DaskAutoscaler) as a Cluster model."""
+    """One DaskCluster (+ its pods, scheduler Service, default DaskWorkerGroup and DaskAutoscaler) as a Cluster
+    model."""
     meta = cr.get("metadata") or {}
     spec = cr.get("spec") or {}
     name = meta.get("name", "")
@@ -158,7 +164,9 @@ def cluster_model(cr: dict, *, pods: list[dict], service: dict | None, autoscale
     summaries = sorted((pod_summary(p) for p in pods), key=lambda p: (p["role"] != "scheduler", p["name"]))
     workers = sum(1 for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_COMPONENT) == "worker"
                   and _ready(p))
-    requested = int(((spec.get("worker") or {}).get("replicas")) or 0)
+    # The default worker group holds the live count: the operator's autoscaler scales it, not the DaskCluster.
+    source = (worker_group or {}).get("spec") or spec
+    requested = int(((source.get("worker") or {}).get("replicas")) or 0)
     status = PHASES.get(phase, "pending")
     message = ""
     if meta.get("deletionTimestamp"):

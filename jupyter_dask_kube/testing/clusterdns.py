@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 SUFFIXES = ("", ".svc", ".svc.cluster.local")
 _NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_BARE_RE = re.compile(rf"(?<![-\w.])(?P<svc>{_NAME}):(?=\d)")
 _HOST_RE = re.compile(rf"\b(?P<svc>{_NAME})\.(?P<ns>{_NAME})(?P<suffix>\.svc(\.cluster\.local)?)?(?=[:/\s]|$)")
 
 
@@ -44,24 +45,29 @@ def resolve(host: str, ips: dict[tuple[str, str], str], namespace: str | None = 
     return None
 
 
-def rewrite(text: str, ips: dict[tuple[str, str], str]) -> str:
-    """``text`` with every ``svc.ns[.svc[.cluster.local]]`` of a known Service replaced by its clusterIP."""
+def rewrite(text: str, ips: dict[tuple[str, str], str], namespace: str | None = None) -> str:
+    """``text`` with every ``svc.ns[.svc[.cluster.local]]`` of a known Service replaced by its clusterIP, and,
+    given the pod's ``namespace``, a bare ``svc:port`` of a Service there (the Dask Helm chart's worker args)."""
     def sub(m):
         ip = ips.get((m["ns"], m["svc"]))
         return ip if ip else m.group(0)
 
-    return _HOST_RE.sub(sub, text)
+    text = _HOST_RE.sub(sub, text)
+    if namespace is not None:
+        text = _BARE_RE.sub(lambda m: (ips.get((namespace, m["svc"])) or m["svc"]) + ":", text)
+    return text
 
 
 def rewrite_pod(pod: dict, ips: dict[tuple[str, str], str]) -> dict:
     """The pod's containers' env values and args with Service names resolved (the pod is changed in place)."""
+    ns = (pod.get("metadata") or {}).get("namespace")
     for c in (pod.get("spec") or {}).get("containers") or []:
         for e in c.get("env") or []:
             if isinstance(e.get("value"), str):
-                e["value"] = rewrite(e["value"], ips)
+                e["value"] = rewrite(e["value"], ips, ns)
         for key in ("args", "command"):
             if c.get(key):
-                c[key] = [rewrite(a, ips) if isinstance(a, str) else a for a in c[key]]
+                c[key] = [rewrite(a, ips, ns) if isinstance(a, str) else a for a in c[key]]
     return pod
 
 
