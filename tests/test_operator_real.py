@@ -99,6 +99,7 @@ async def wait_nothing_left(cp, ns, timeout=180):
     await wait_until(empty, timeout, interval=0.5, what="nothing left in the namespace")
 
 
+@pytest.mark.timeout(1200)
 async def test_operator_create_compute_scale_adapt_delete(jp_fetch, real_control_plane, namespace, operator):
     from distributed import Client
     import dask.array as da
@@ -146,6 +147,7 @@ async def test_operator_create_compute_scale_adapt_delete(jp_fetch, real_control
     assert data["clusters"] == []
 
 
+@pytest.mark.timeout(1200)
 async def test_foreign_daskcluster_with_the_user_label_is_listed_and_scalable(
         jp_fetch, real_control_plane, namespace, username, operator):
     """A DaskCluster made elsewhere (dask-kubernetes' own spec builder, as KubeCluster makes it, created with
@@ -176,6 +178,7 @@ async def test_foreign_daskcluster_with_the_user_label_is_listed_and_scalable(
     await wait_nothing_left(real_control_plane, namespace)
 
 
+@pytest.mark.timeout(1200)
 async def test_operator_not_running_gives_a_reason_and_delete_leaves_nothing(
         jp_fetch, real_control_plane, namespace, jp_serverapp):
     """No controller: the DaskCluster never gets a status; after the start timeout the card says why."""
