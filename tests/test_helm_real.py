@@ -110,6 +110,16 @@ async def test_helm_release_attached_scaled_not_deleted(jp_fetch, real_control_p
     await rest_call(jp_fetch, "PATCH", "clusters", "helm.rel", body={"workers": 2}, expect=200)
     assert deployments(cp, namespace)["rel-dask-worker"] == 2
     await wait_model(jp_fetch, "helm.rel", lambda m: m["workers"] == 2, timeout=300, what="2 workers")
+    # in Python, as classic HelmCluster
+    import asyncio
+
+    from jupyter_dask_kube.helmcluster import HelmCluster
+
+    hc = await asyncio.to_thread(HelmCluster, "rel", namespace, kubeconfig=cp.user_kubeconfig_for(namespace))
+    assert await asyncio.to_thread(lambda: hc.scheduler_address) == model["scheduler_address"]
+    with pytest.raises(LookupError):
+        await asyncio.to_thread(HelmCluster, "nope", namespace, kubeconfig=cp.user_kubeconfig_for(namespace))
+    hc.close()
     code, err = await rest_call(jp_fetch, "PATCH", "clusters", "helm.rel", body={"workers": 9})
     assert code == 403
     code, err = await rest_call(jp_fetch, "DELETE", "clusters", "helm.rel")
