@@ -119,6 +119,12 @@ def main(argv=None) -> None:
     api = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
     install_resolver(lambda: [api.api_client.sanitize_for_serialization(s)
                               for s in api.list_namespaced_service(args.namespace).items])
+    # aiohttp (the controller's HTTP calls to the scheduler) resolves with aiodns when installed, past
+    # socket.getaddrinfo: make it use the threaded resolver, which asks getaddrinfo.
+    import aiohttp.connector
+    import aiohttp.resolver
+
+    aiohttp.resolver.DefaultResolver = aiohttp.connector.DefaultResolver = aiohttp.resolver.ThreadedResolver
     from kopf.cli import main as kopf_main
 
     sys.argv = ["kopf", "run", "--standalone", "--namespace", args.namespace, "-m",
