@@ -181,11 +181,15 @@ def cluster_model(cr: dict, *, pods: list[dict], service: dict | None, autoscale
             message = "waiting for the Dask operator to pick up the DaskCluster"
     elif phase == "Error":
         message = "the Dask operator reports an error for this DaskCluster (see the operator's log)"
+    ip, port, dash = service_address(service)
+    if status in ("starting", "running"):
+        # The pods are the truth: the operator marks a cluster Running when it sees its Service's status change,
+        # which a ClusterIP Service may never do; and a Running cluster may have lost its scheduler since.
+        sched_ready = any(_ready(p) for p in pods
+                          if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_COMPONENT) == "scheduler")
+        status = "running" if sched_ready and ip and workers >= requested else "starting"
     if status in ("pending", "starting", "running") and not message:
         message = next((readable_problem(p) for p in summaries if p["reason"] and p["phase"] != "Running"), "")
-    if status == "running" and workers < requested and not message:
-        status = "starting"
-    ip, port, dash = service_address(service)
     running = status in ("running", "starting") and bool(ip)
     adapt = None
     if autoscaler_cr is not None:
