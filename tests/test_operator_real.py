@@ -6,7 +6,6 @@ bound in a fresh namespace. Skipped when the binaries are not built (`make kube-
 """
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -191,37 +190,3 @@ async def test_operator_not_running_gives_a_reason_and_delete_leaves_nothing(
     assert "has not acted on this DaskCluster" in model["message"]
     await rest_call(jp_fetch, "DELETE", "clusters", model["id"], expect=204)
     await wait_nothing_left(real_control_plane, namespace, timeout=60)
-
-
-@pytest.mark.timeout(1200)
-async def test_dask_kubernetes_kubecluster_shows_in_the_panel(jp_fetch, real_control_plane, namespace, username,
-                                                             operator, monkeypatch):
-    """dask-kubernetes' own ``KubeCluster`` (operator version), run in this process as the user (KUBECONFIG),
-    with the user's label in its spec: its DaskCluster is listed, with its workers; closing it deletes it."""
-    import asyncio
-    import socket
-
-    from kubernetes import client
-    from dask_kubernetes.operator import KubeCluster, make_cluster_spec
-
-    from jupyter_dask_kube.naming import safe_label_value
-    from jupyter_dask_kube.testing.clusterdns import install_resolver
-
-    # this process is outside the cluster: answer Service names as cluster DNS would (restored after the test)
-    monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
-    core = client.CoreV1Api(real_control_plane.api_client())
-    install_resolver(lambda: [core.api_client.sanitize_for_serialization(s)
-                              for s in core.list_namespaced_service(namespace).items])
-    spec = make_cluster_spec(name="kc-made", n_workers=1)
-    spec["metadata"]["labels"] = {"hub.jupyter.org/username": safe_label_value(username)}
-    cluster = await asyncio.to_thread(lambda: KubeCluster(custom_cluster_spec=spec, namespace=namespace,
-                                                          shutdown_on_close=True, quiet=True, resource_timeout=300))
-    try:
-        model = await wait_model(jp_fetch, "kc-made", lambda m: m["status"] == "running" and m["workers"] == 1,
-                                 timeout=300, what="KubeCluster's DaskCluster in the panel")
-        assert model["backend"] == "operator" and model["template"] == ""
-        code, data = await rest_call(jp_fetch, "GET", "clusters", expect=200)
-        assert [c["id"] for c in data["clusters"]] == ["kc-made"]
-    finally:
-        await asyncio.to_thread(cluster.close)
-    await wait_nothing_left(real_control_plane, namespace)
