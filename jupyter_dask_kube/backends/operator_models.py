@@ -11,7 +11,6 @@ any DaskCluster carrying it shows in that user's panel, whoever made it (kubectl
 """
 from __future__ import annotations
 
-import copy
 import json
 from datetime import datetime, timezone
 
