@@ -24,6 +24,7 @@ from distributed.deploy.spec import ProcessInterface, SpecCluster
 from distributed.utils import Log, Logs, get_ip
 
 from . import config  # noqa: F401  (kubernetes.* defaults)
+from .attach import service_address
 from .dashboard import dashboard_link as format_link
 from .naming import (
     current_user,
@@ -44,6 +45,7 @@ from .objects import (
 from .podcache import PodCache
 from .podstatus import is_running, is_terminal, pod_problem
 from .runtimes import PodRuntime, RuntimeAPIError, make_runtime
+from .lifetimes import apply_lifetime, lifetime_annotations, parse_lifetime_annotations
 from .templates import load_pod, template_from_dask_config
 
 logger = logging.getLogger(__name__)
@@ -88,13 +90,12 @@ class SchedulerPod(ProcessInterface):
             svc = await rt.read_service(service_name(c.name))
             if pod is None or svc is None:
                 raise PodStartError(f"cluster {c.name} has no scheduler pod or Service to adopt")
+            c._take_over(pod)
         else:
             pod = await rt.create_pod(c._scheduler_manifest())
             svc = await rt.create_service(build_service(c.name, c.username, pod))
         self.pod = pod
-        ip = svc.get("spec", {}).get("clusterIP")
-        host = ip if ip and ip != "None" else f"{svc['metadata']['name']}.{rt.namespace}"
-        self.address = f"tcp://{host}:{SCHEDULER_PORT}"
+        self.address = service_address(svc, rt.namespace)
 
     async def start(self):
         await self.create()
@@ -175,10 +176,17 @@ class KubeCluster(SpecCluster):
         annotations: dict | None = None,
         adopt: bool = False,
         scheduler_timeout: float | None = None,
-        shutdown_on_close: bool = True,
+        shutdown_on_close: bool | None = None,
+        expires=None,
+        keep: bool = False,
+        owner_pod: dict | None = None,
+        no_client_timeout: float | None = None,
         **kwargs,
     ):
-        if pod_template is None:
+        if pod_template is None and adopt:
+            # Attached by name: the worker template is read from the scheduler pod when it is found (_start).
+            self.pod_template = {"kind": "Pod", "spec": {"containers": []}}
+        elif pod_template is None:
             tmpl = template_from_dask_config()
             if tmpl is None:
                 raise ValueError(
@@ -205,6 +213,11 @@ class KubeCluster(SpecCluster):
         self.idle_timeout = idle_timeout if idle_timeout is not None else dask.config.get("kubernetes.idle-timeout", None)
         self.scheduler_timeout = scheduler_timeout or dask.config.get("kubernetes.scheduler-timeout", 120)
         self.annotations = annotations or {}
+        # Lifetimes (lifetimes.py): enforced by the scheduler pod itself, not by this process.
+        self.expires, self.keep, self.owner_pod = expires, keep, owner_pod
+        self.no_client_timeout = (
+            no_client_timeout if no_client_timeout is not None else dask.config.get("kubernetes.no-client-timeout", 0)
+        )
         self._adopt = adopt
         self._n_workers = n_workers
 
@@ -221,7 +234,10 @@ class KubeCluster(SpecCluster):
         self.pod_cache = pod_cache
         self._own_cache = pod_cache is None
         self._unsubscribe = None
-        self._delete_on_close = True
+        # As the operator's: a cluster you create goes with close(); one you attach to stays.
+        if shutdown_on_close is None:
+            shutdown_on_close = not adopt
+        self._delete_on_close = shutdown_on_close
         self._closing_workers: set[str] = set()
         self._failures: collections.deque = collections.deque()
         #: (unix time, pod name, reason) of the last workers lost (evicted, OOMKilled, deleted...), newest last.
@@ -265,6 +281,20 @@ class KubeCluster(SpecCluster):
     def from_dict(cls, pod_spec: dict, **kwargs) -> KubeCluster:
         return cls(load_pod(pod_spec), **kwargs)
 
+    @classmethod
+    def from_name(cls, name: str, *, namespace: str | None = None, backend: str | None = None, **kwargs) -> KubeCluster:
+        """Attach to a running cluster of yours by its name (made by the panel, REST or Python elsewhere).
+
+        The cluster object can scale, adapt, ``get_logs()`` and ``close()``; ``close()`` leaves the cluster
+        running unless ``shutdown_on_close=True`` (or call ``shutdown()``). The name is the cluster's id
+        (``dask-alice-1a2b3c4d``) or the name its card shows. A name that is not there raises
+        :class:`ClusterNotFound` (a LookupError) naming the clusters there are.
+        """
+        from .attach import check_attachable
+
+        check_attachable(name, backend)
+        return cls(None, name=name, namespace=namespace, backend=backend, adopt=True, **kwargs)
+
     def _local_scheduler_host(self) -> str:
         if self.runtime.backend == "local":
             return "127.0.0.1"
@@ -275,15 +305,16 @@ class KubeCluster(SpecCluster):
             **self.annotations,
             ANNOTATION_WORKER_TEMPLATE: json.dumps(self.pod_template, separators=(",", ":")),
         }
-        return build_scheduler_pod(
+        pod = build_scheduler_pod(
             self.scheduler_pod_template,
             self.pod_template,
             cluster_name=self.name,
             username=self.username,
-            annotations=annotations,
+            annotations={**annotations, **lifetime_annotations(self.expires, self.keep)},
             idle_timeout=self.idle_timeout,
             env=self.env,
         )
+        return apply_lifetime(pod, expires=self.expires, no_client_timeout=self.no_client_timeout, owner=self.owner_pod)
 
     def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
         owner = self.scheduler.pod if isinstance(self.scheduler, SchedulerPod) else None
@@ -300,10 +331,39 @@ class KubeCluster(SpecCluster):
     def _new_worker_name(self, worker_number):
         return worker_pod_name(self.name, new_worker_suffix())
 
+    @property
+    def _delete_on_close(self) -> bool:
+        """Whether close() deletes the pods: one flag with SpecCluster's (atexit) ``shutdown_on_close``."""
+        return self.shutdown_on_close
+
+    @_delete_on_close.setter
+    def _delete_on_close(self, value: bool):
+        self.shutdown_on_close = value
+
+    def _take_over(self, scheduler_pod: dict):
+        """What an attached cluster learns from its scheduler pod: worker template and lifetimes."""
+        ann = scheduler_pod["metadata"].get("annotations") or {}
+        self.expires, self.keep = parse_lifetime_annotations(ann)
+        if not (self.pod_template.get("spec") or {}).get("containers"):
+            try:
+                self.pod_template = load_pod(json.loads(ann[ANNOTATION_WORKER_TEMPLATE]))
+            except (KeyError, ValueError) as exc:
+                raise PodStartError(f"cluster {self.name} records no worker template on its scheduler pod") from exc
+            self.warnings = resource_warnings(self.pod_template)
+
     # -- lifecycle -------------------------------------------------------------------------------
     async def _start(self):
         if self.status == Status.running:
             return
+        if self._adopt and not (self.pod_template.get("spec") or {}).get("containers"):
+            from .attach import find_cluster
+
+            try:  # by name: resolve the name first, so a wrong one is a LookupError naming what there is
+                self._cluster_name = self.name = await find_cluster(self.runtime, self.name, self.username)
+            except LookupError:
+                await self._release()
+                self.status = Status.closed
+                raise
         if self.pod_cache is None:
             self.pod_cache = PodCache(self.runtime, cluster_selector(self.name))
         try:
@@ -603,6 +663,14 @@ class KubeCluster(SpecCluster):
                     await self.scheduler_comm.close_rpc()
             self.status = Status.closed
         await self._release()
+
+    async def _shutdown(self):
+        self._delete_on_close = True
+        await self._close()
+
+    def shutdown(self):
+        """Delete the cluster's pods and Service, whatever ``shutdown_on_close`` says."""
+        return self.sync(self._shutdown)
 
     async def detach(self):
         """Stop managing the cluster without deleting its pods (so a restarted server can re-adopt it)."""

@@ -273,7 +273,7 @@ class ClusterManager:
                 if detach:
                     await rec.cluster.detach()
                 else:
-                    await rec.cluster.close()
+                    await rec.cluster._shutdown()
         self.records.clear()
         await self.pod_cache.close()
 
@@ -414,7 +414,7 @@ class ClusterManager:
             logger.warning("dask-kube: cluster %s failed to %s: %s", rec.id, "adopt" if adopt else "start", rec.message)
             with suppress(Exception):
                 # A cluster we only tried to adopt is not ours to delete: let go of it, keep its pods.
-                await (c.detach() if adopt else c.close())
+                await (c.detach() if adopt else c._shutdown())
 
     async def _check_versions(self, rec: ClusterRecord):
         """Seed best practice 1: warn when the workers' packages differ from this server's."""
@@ -608,7 +608,7 @@ class ClusterManager:
             with suppress(BaseException):
                 await task
         try:
-            await rec.cluster.close()
+            await rec.cluster._shutdown()
             # Also when the cluster object had let go (a failed adoption): the user asked for it gone.
             await asyncio.gather(
                 self.runtime.delete_pods(f"{LABEL_CLUSTER}={cluster_id}"),
