@@ -9,8 +9,10 @@ from traitlets import Callable, Dict, Float, Int, List, Unicode, Union
 
 from .dashboard import host_allowlist
 from .handlers import handlers
+from .lifetimes import LifetimePolicy
 from .manager import ClusterManager, Limits
 from .naming import current_user
+from .ownerpod import owner_pod_name, owner_pod_namespace
 from .runtimes import make_runtime
 from .templates import TemplateError, load_template, load_templates, parse_memory, template_from_dask_config
 
@@ -43,6 +45,19 @@ class DaskKube(ExtensionApp):
     max_cores = Float(0, config=True, help="Cores per user across all clusters (0 = no limit).")
     max_memory = Union([Int(), Unicode()], default_value=0, config=True, help='Memory per user across clusters: bytes or "64G" (0 = no limit).')
     idle_timeout = Float(0, config=True, help="Seconds without work after which a cluster shuts down (0 = never).")
+    max_lifetime = Float(0, config=True, help="Seconds after which every cluster ends, enforced by its scheduler (0 = never).")
+    max_detached_lifetime = Float(
+        0, config=True,
+        help='Seconds a cluster created with "keep" (it survives the owner\'s server) may live (0 = no bound).',
+    )
+    no_client_timeout = Float(
+        0, config=True, help="Seconds with no client connected after which a cluster's scheduler ends it (0 = never).",
+    )
+    owner_pod = Unicode(
+        "auto", config=True,
+        help="The notebook pod that owns the clusters (they go when it goes): auto = POD_NAME, else HOSTNAME when "
+        "in a Kubernetes pod; '' = off; anything else = the pod's name.",
+    )
     options_handler = Callable(
         None, allow_none=True, config=True,
         help="Optional f(template, option_values) -> template, to act on options beyond cores, memory and image.",
@@ -96,6 +111,9 @@ class DaskKube(ExtensionApp):
             base_url=self.serverapp.base_url,
             options_handler=self.options_handler,
             template_problems=problems,
+            lifetimes=LifetimePolicy(self.max_lifetime, self.max_detached_lifetime, self.no_client_timeout),
+            owner_pod=owner_pod_name(self.owner_pod) if runtime.backend == "kubernetes" else None,
+            owner_namespace=owner_pod_namespace(),
         )
         self.settings["dask_kube_manager"] = self.manager
         self.log.info(

@@ -41,7 +41,8 @@ class LifetimePolicy:
     def expires(self, created: datetime, keep: bool) -> datetime | None:
         """When a cluster made at ``created`` must end: the shortest bound that applies, None for none."""
         bounds = [b for b in (self.max_lifetime, self.max_detached_lifetime if keep else 0) if b and b > 0]
-        return created + timedelta(seconds=min(bounds)) if bounds else None
+        # whole seconds, as the annotation keeps it: the card shows the same time before and after a restart
+        return (created + timedelta(seconds=min(bounds))).replace(microsecond=0) if bounds else None
 
 
 def lifetime_annotations(expires: datetime | None, keep: bool) -> dict:

@@ -32,6 +32,8 @@ from .naming import service_name
 from .podcache import PodCache
 from .podstatus import is_terminal, pod_summary
 from .runtimes import PodRuntime, RuntimeAPIError
+from .lifetimes import LifetimePolicy, lifetime_annotations, parse_lifetime_annotations
+from .ownerpod import OwnerPodError, find_owner_pod
 from .templates import ClusterTemplate, OptionError
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,9 @@ class ClusterRecord:
     restore_workers: bool = False
     #: (key, model, model as JSON): see ClusterManager._model
     cached_model: tuple = ()
+    #: When the cluster ends by itself (lifetimes.py), and whether it outlives the owner's server.
+    expires: datetime | None = None
+    keep: bool = False
 
     def cancel_tasks(self):
         for t in (self.task, self.version_task):
@@ -110,6 +115,9 @@ class ClusterManager:
         base_url: str = "/",
         options_handler=None,
         template_problems: list[str] | None = None,
+        lifetimes: LifetimePolicy | None = None,
+        owner_pod: str | None = None,
+        owner_namespace: str | None = None,
     ):
         self.runtime = runtime
         self.username = username
@@ -121,6 +129,9 @@ class ClusterManager:
         self.base_url = base_url
         self.options_handler = options_handler
         self.template_problems = list(template_problems or [])
+        self.lifetimes = lifetimes or LifetimePolicy()
+        #: The notebook pod that owns non-kept clusters (ownerpod.py); None: not in a pod, or turned off.
+        self.owner_pod, self.owner_namespace = owner_pod, owner_namespace
         self.records: dict[str, ClusterRecord] = {}
         self.pod_cache = PodCache(runtime, user_selector(username))
         self._preflight: tuple[float, list[str]] | None = None
@@ -231,6 +242,7 @@ class ClusterManager:
             created=meta["created"] or datetime.now(timezone.utc),
             restore_workers=ANNOTATION_WORKERS in ann,  # a KubeCluster from Python records no count
         )
+        rec.expires, rec.keep = parse_lifetime_annotations(ann)
         self.records[name] = rec
         rec.task = asyncio.create_task(self._bring_up(rec, adopt=True))
         return rec.task
@@ -363,6 +375,13 @@ class ClusterManager:
         created = datetime.now(timezone.utc)
         display = req.name or self._unused_name(applied.display_name or applied.name)
         annotations = scheduler_annotations(applied.name, display, workers, adapt, values, created)
+        expires = self.lifetimes.expires(created, req.keep)
+        owner = None
+        if self.owner_pod and not req.keep:
+            try:  # no owner, no cluster: one that nobody owns would outlive the server
+                owner = await find_owner_pod(self.runtime, self.owner_pod, self.owner_namespace)
+            except OwnerPodError as exc:
+                raise ApiError(409, f"cluster not created: {exc}") from None
         try:
             cluster = KubeCluster(
                 applied.worker,
@@ -376,6 +395,10 @@ class ClusterManager:
                 n_workers=adapt["minimum"] if adapt else workers,  # made while the scheduler starts
                 asynchronous=True,
                 shutdown_on_close=False,
+                expires=expires,
+                keep=req.keep,
+                owner_pod=owner,
+                no_client_timeout=self.lifetimes.no_client_timeout,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
@@ -390,6 +413,8 @@ class ClusterManager:
             options=values,
             created=created,
             warnings=list(cluster.warnings),
+            expires=expires,
+            keep=req.keep,
         )
         self.records[rec.id] = rec
         rec.task = asyncio.create_task(self._bring_up(rec))
@@ -530,6 +555,8 @@ class ClusterManager:
             "created": rec.created.isoformat(),
             "pods": pods,
             "warnings": list(rec.warnings) + self._recent_losses(c),
+            "expires": rec.expires.isoformat() if rec.expires else None,
+            "keep": rec.keep,
         }
 
     @staticmethod
@@ -591,6 +618,7 @@ class ClusterManager:
         if rec.cluster.deploy_mode != "remote":
             return
         ann = scheduler_annotations(rec.template, rec.display_name, rec.requested, rec.adapt, rec.options, rec.created)
+        ann.update(lifetime_annotations(rec.expires, rec.keep))
         try:
             await self.runtime.annotate_pod(rec.cluster.scheduler.name, ann)
         except (RuntimeAPIError, NotImplementedError) as exc:
@@ -643,8 +671,11 @@ class ClusterManager:
             return
         if rec is None or labels.get(LABEL_COMPONENT) != "scheduler" or rec.state != "ready":
             return
-        if self.idle_timeout and pod.get("status", {}).get("phase") == "Succeeded":
-            logger.info("dask-kube: cluster %s shut down after %ss idle", rec.id, self.idle_timeout)
+        ends_itself = self.idle_timeout or rec.expires or self.lifetimes.no_client_timeout
+        if ends_itself and pod.get("status", {}).get("phase") == "Succeeded":
+            # The scheduler closed itself (idle, lifetime or no client: its log says which): remove the rest.
+            logger.info("dask-kube: cluster %s ended by itself (idle timeout %ss, expiry %s, no-client timeout %ss)",
+                        rec.id, self.idle_timeout, rec.expires, self.lifetimes.no_client_timeout)
             self._background(self.delete(rec.id))
 
     def _background(self, coro):
@@ -673,6 +704,11 @@ class ClusterManager:
             problems.extend(self._preflight[1])
         if not self.templates:
             problems.append("no cluster templates are configured")
+        if self.owner_pod:
+            try:
+                await find_owner_pod(self.runtime, self.owner_pod, self.owner_namespace)
+            except OwnerPodError as exc:
+                problems.append(f"clusters cannot follow your server: {exc}")
         return {
             "backend": self.runtime.backend,
             "namespace": self.runtime.namespace,
