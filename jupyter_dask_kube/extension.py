@@ -9,6 +9,8 @@ from traitlets import Callable, Dict, Float, Int, List, Unicode, Union
 
 from .dashboard import host_allowlist
 from .handlers import handlers
+from .access import check_group_limits
+from .hubgroups import HubGroups
 from .lifetimes import LifetimePolicy
 from .manager import ClusterManager, Limits
 from .naming import current_user
@@ -53,6 +55,12 @@ class DaskKube(ExtensionApp):
     no_client_timeout = Float(
         0, config=True, help="Seconds with no client connected after which a cluster's scheduler ends it (0 = never).",
     )
+    group_limits = Dict(
+        config=True,
+        help='Limits per JupyterHub group: {group: {"max_clusters", "max_workers", "max_cores", "max_memory"}}; the most '
+        "generous of a user's groups applies (0 = no limit), the defaults above otherwise.",
+    )
+    groups_ttl = Float(300, config=True, help="Seconds a user's JupyterHub groups are cached.")
     owner_pod = Unicode(
         "auto", config=True,
         help="The notebook pod that owns the clusters (they go when it goes): auto = POD_NAME, else HOSTNAME when "
@@ -100,6 +108,12 @@ class DaskKube(ExtensionApp):
             self.log.error("dask-kube: bad template: %s", p)
         runtime = make_runtime(self.backend, self.namespace)
         max_memory = parse_memory(self.max_memory) if self.max_memory else 0
+        try:
+            group_limits = check_group_limits(self.group_limits)
+        except ValueError as exc:  # reported, and no group gets more than the default
+            self.log.error("dask-kube: bad group_limits: %s", exc)
+            problems.append(f"group_limits: {exc}")
+            group_limits = {}
         self.manager = ClusterManager(
             runtime=runtime,
             username=current_user(),
@@ -114,6 +128,8 @@ class DaskKube(ExtensionApp):
             lifetimes=LifetimePolicy(self.max_lifetime, self.max_detached_lifetime, self.no_client_timeout),
             owner_pod=owner_pod_name(self.owner_pod) if runtime.backend == "kubernetes" else None,
             owner_namespace=owner_pod_namespace(),
+            groups=HubGroups.from_environment(ttl=self.groups_ttl),
+            group_limits=group_limits,
         )
         self.settings["dask_kube_manager"] = self.manager
         self.log.info(

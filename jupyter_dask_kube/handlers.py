@@ -67,6 +67,7 @@ class TemplatesHandler(DaskKubeHandler):
     @authorized
     @answers_errors
     async def get(self):
+        await self.manager.refresh_access()  # which templates this user's groups may see
         self._json({"templates": self.manager.template_list()})
 
 

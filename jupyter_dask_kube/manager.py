@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from distributed.core import Status
 
 from ._version import __version__
+from .access import Limits, audience, limits_for, visible
 from .bodies import ApiError, CreateRequest
 from .cluster import ANNOTATION_WORKER_TEMPLATE, KubeCluster
 from .objects import (
@@ -46,14 +47,6 @@ PREFLIGHT_TTL = 60.0
 LOST_WORKER_WINDOW = 300.0  # how long a lost worker's reason stays in the cluster's warnings
 # A scheduler pod this young without its Service may be a create in flight elsewhere: not half-made yet.
 HALF_MADE_GRACE = 10.0
-
-
-@dataclass
-class Limits:
-    max_clusters: int = 0  # 0 = unlimited, for every field
-    max_workers: int = 0
-    max_cores: float = 0
-    max_memory: int = 0
 
 
 @dataclass
@@ -118,12 +111,19 @@ class ClusterManager:
         lifetimes: LifetimePolicy | None = None,
         owner_pod: str | None = None,
         owner_namespace: str | None = None,
+        groups=None,
+        group_limits: dict | None = None,
     ):
         self.runtime = runtime
         self.username = username
         self.templates = {t.name: t for t in templates}
         self.default_template = default_template
-        self.limits = limits or Limits()
+        self.limits = self.default_limits = limits or Limits()
+        #: Where the user's JupyterHub groups come from (hubgroups.HubGroups), None outside a hub.
+        self.group_source = groups
+        self.group_limits = group_limits or {}
+        self.groups: frozenset[str] = frozenset()
+        self.groups_problem: str | None = None
         self.name_template = name_template
         self.idle_timeout = idle_timeout or 0
         self.base_url = base_url
@@ -289,23 +289,35 @@ class ClusterManager:
         self.records.clear()
         await self.pod_cache.close()
 
+    # -- groups: which templates and limits ------------------------------------------------------
+    async def refresh_access(self):
+        """Ask (cached) for the user's hub groups; set the limits that apply. A failed lookup: no groups,
+        so default limits and no group-only templates, with the reason in ``groups_problem``."""
+        if self.group_source is not None:
+            self.groups, self.groups_problem = await self.group_source.lookup()
+        self.limits = limits_for(self.default_limits, self.group_limits, self.groups)
+
+    def _visible(self) -> dict[str, ClusterTemplate]:
+        return {n: t for n, t in self.templates.items() if visible(t, self.username, self.groups)}
+
     # -- templates -------------------------------------------------------------------------------
     def template_list(self) -> list[dict]:
         default = self._default_template_name()
         out = []
-        for t in self.templates.values():
+        for t in self._visible().values():
             d = t.to_json(self.runtime.backend)
             d["default"] = t.name == default
             out.append(d)
         return out
 
     def _default_template_name(self) -> str | None:
-        if self.default_template and self.default_template in self.templates:
+        shown = self._visible()
+        if self.default_template and self.default_template in shown:
             return self.default_template
-        marked = [t.name for t in self.templates.values() if t.default]
+        marked = [t.name for t in shown.values() if t.default]
         if marked:
             return marked[0]
-        return next(iter(self.templates), None)
+        return next(iter(shown), None)
 
     # -- limits ----------------------------------------------------------------------------------
     def _live_records(self) -> list[ClusterRecord]:
@@ -346,12 +358,17 @@ class ClusterManager:
     # -- create ----------------------------------------------------------------------------------
     async def create(self, req: CreateRequest) -> dict:
         await self.start()
+        await self.refresh_access()
         name = req.template or self._default_template_name()
         if name is None:
-            raise ApiError(404, "no cluster templates are configured; ask your hub admin")
+            raise ApiError(404, "no cluster templates are configured for you; ask your hub admin"
+                           + (f" ({self.groups_problem})" if self.groups_problem else ""))
         tmpl = self.templates.get(name)
         if tmpl is None:
-            raise ApiError(404, f"unknown template {name!r}; available: {', '.join(self.templates) or 'none'}")
+            raise ApiError(404, f"unknown template {name!r}; available: {', '.join(self._visible()) or 'none'}")
+        if not visible(tmpl, self.username, self.groups):
+            why = f"; {self.groups_problem}" if self.groups_problem else ""
+            raise ApiError(403, f"template {name!r} is only for {audience(tmpl)}, and you are not among them{why}")
         try:
             values = tmpl.option_values(req.options)
             applied = tmpl.apply_options(req.options)
@@ -687,6 +704,9 @@ class ClusterManager:
     # -- status ----------------------------------------------------------------------------------
     async def status(self) -> dict:
         problems = [f"bad template: {p}" for p in self.template_problems]
+        await self.refresh_access()
+        if self.groups_problem:
+            problems.append(self.groups_problem)
         if self._start_error:
             problems.append(self._start_error)
         can_i = getattr(self.runtime, "can_i", None)

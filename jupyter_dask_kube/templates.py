@@ -25,7 +25,8 @@ from . import config as _config  # noqa: F401  (kubernetes.* defaults must be lo
 OPTION_TYPES = ("integer", "float", "select", "bool", "string")
 #: Options the template applies itself; any other option is left to the admin's options_handler.
 BUILTIN_OPTIONS = {"cores": ("integer", "float"), "memory": ("string", "select"), "image": ("string", "select")}
-TEMPLATE_KEYS = {"name", "display_name", "description", "default", "workers", "adapt", "worker", "scheduler", "options"}
+TEMPLATE_KEYS = {"name", "display_name", "description", "default", "workers", "adapt", "worker", "scheduler", "options",
+                 "groups", "users"}
 OPTION_KEYS = {"name", "type", "default", "label", "min", "max", "choices", "description"}
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 _CONTAINER_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -541,6 +542,9 @@ class ClusterTemplate:
     extra_options: dict = field(default_factory=dict)
     #: Every option value apply_options() used (defaults included), for the scheduler annotation.
     applied_options: dict = field(default_factory=dict)
+    #: Who sees it (access.py): JupyterHub groups and user names; None = everyone.
+    groups: list[str] | None = None
+    users: list[str] | None = None
 
     def worker_resources(self) -> dict:
         """Cores, memory bytes and image of one worker: limits first, else the dask args."""
@@ -731,9 +735,11 @@ def load_template(source: str | os.PathLike | dict, *, name: str | None = None) 
         if any(o.name == option.name for o in options):
             raise TemplateError(src, f"options[{i}].name", f"duplicate option {option.name!r}")
         options.append(option)
+    audience = {key: _str_list(data[key], src, key) if data.get(key) is not None else None
+                for key in ("groups", "users")}
     return ClusterTemplate(name=tname, display_name=display_name, description=description,
                            default=default, worker=worker, scheduler=scheduler, workers=workers,
-                           adapt=adapt, options=options, source=src)
+                           adapt=adapt, options=options, source=src, **audience)
 
 
 def load_templates(paths: list) -> list[ClusterTemplate]:
