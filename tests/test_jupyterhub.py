@@ -48,7 +48,12 @@ CHP = HUB_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
 USERS = ("alice", "bob")
 USERS_SELECTOR = f"{LABEL_USER} in ({','.join(USERS)})"
 
-TEMPLATES = {"tiny": tiny_template()}
+TEMPLATES = {
+    "tiny": tiny_template(),
+    "gpu": tiny_template(display_name="GPU team", default=False, groups=["gpu-team"]),
+}
+# Default: 1 worker per cluster; the gpu-team group (alice): 3.
+LIMITS = {"max_workers": 1, "group_limits": {"gpu-team": {"max_workers": 3}}}
 
 
 def _missing(why: str):
@@ -124,7 +129,8 @@ class Hub:
                             "jupyter_server_terminals": False,
                         }
                     },
-                    "DaskKube": {"backend": "kubernetes", "namespace": self.emu.namespace, "templates": TEMPLATES},
+                    "DaskKube": {"backend": "kubernetes", "namespace": self.emu.namespace, "templates": TEMPLATES,
+                                 **LIMITS},
                     "FileContentsManager": {"delete_to_trash": False},
                 },
                 f,
@@ -376,6 +382,18 @@ def _two_users(hub: Hub, emu):
         assert status["backend"] == "kubernetes" and status["namespace"] == ns, status
         assert status["problems"] == [], status
 
+    # -- groups from the hub: alice (gpu-team) sees the gpu template and may have 3 workers; bob neither -----------
+    code, data = alice.api("GET", "templates")
+    assert code == 200 and [t["name"] for t in data["templates"]] == ["tiny", "gpu"], data
+    code, data = bob.api("GET", "templates")
+    assert code == 200 and [t["name"] for t in data["templates"]] == ["tiny"], data
+    code, data = bob.api("POST", "clusters", {"template": "gpu"})
+    assert code == 403 and data["message"] == (
+        "template 'gpu' is only for group gpu-team, and you are not among them"), (code, data)
+    code, data = bob.api("POST", "clusters", {"template": "tiny", "workers": 2})
+    assert code == 403 and "above the limit of 1 workers per cluster" in data["message"], (code, data)
+    assert not _pods(core, ns, user_selector("bob"))  # refused: nothing made
+
     # -- each creates a cluster through the hub; both reach running with their worker ----------------------------
     code, a = alice.api("POST", "clusters", {"template": "tiny", "name": "alice's analysis"})
     assert code == 201, (code, a)
@@ -416,6 +434,9 @@ def _two_users(hub: Hub, emu):
     code, model = alice.api("GET", f"clusters/{a_id}")
     assert code == 200 and model["status"] == "running", (code, model)
     assert model["requested_workers"] == 1 and model["adapt"] is None, model
+    # alice's group allows 3 workers per cluster (bob was refused 2 above); she stays at 1 for what follows
+    code, data = alice.api("PATCH", f"clusters/{a_id}", {"workers": 4})
+    assert code == 403 and "above the limit of 3 workers per cluster" in data["message"], (code, data)
     assert len(_pods(core, ns, f"{LABEL_CLUSTER}={a_id}")) == 2
     code, logs = alice.api("GET", f"clusters/{a_id}/logs")  # alice herself may read them
     assert code == 200 and f"{a_id}-scheduler" in logs["logs"], (code, logs)
