@@ -14,6 +14,7 @@ from .hubgroups import HubGroups
 from .lifetimes import LifetimePolicy
 from .manager import ClusterManager, Limits
 from .naming import current_user
+from .parity import notebook_image, with_image
 from .ownerpod import owner_pod_name, owner_pod_namespace
 from .runtimes import make_runtime
 from .templates import TemplateError, load_template, load_templates, parse_memory, template_from_dask_config
@@ -92,6 +93,9 @@ class DaskKube(ExtensionApp):
             out.append(from_config)
         if not out and not problems:
             out = load_templates([BUILTIN_TEMPLATES])
+            image = notebook_image()
+            if image:  # under a hub: the workers run the notebook's own image (parity.py)
+                out = [with_image(t, image) for t in out]
         names = set()
         unique = []
         for t in out:
