@@ -658,6 +658,12 @@ class KubeCluster(SpecCluster):
         else:
             with suppress(AttributeError):
                 self._adaptive.stop()
+            if getattr(self, "_sync_cluster_info_task", None) is not None:  # let go quietly: no pending task
+                self._sync_cluster_info_task.cancel()
+                with suppress(BaseException):
+                    await self._sync_cluster_info_task
+            for pc in getattr(self, "periodic_callbacks", {}).values():
+                pc.stop()
             if self.scheduler_comm is not None:
                 with suppress(Exception):
                     await self.scheduler_comm.close_rpc()

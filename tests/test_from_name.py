@@ -144,3 +144,42 @@ async def test_from_name_bad_names(username, runtime, emulated_kubernetes, monke
     with pytest.raises(ValueError, match="no Kubernetes API is configured"):
         KubeCluster.from_name("x", backend="local")
     assert await runtime.list_pods(f"hub.jupyter.org/username={username}") == []  # nothing made on the way
+
+
+def panel_snippet(cluster: dict) -> str:
+    """The code the panel inserts or drops for ``cluster``: labextension/src/format.ts's clientCode, compiled
+    with the project's TypeScript and run by node."""
+    import shutil
+    import tempfile
+
+    tsc = os.path.join(ROOT, "node_modules", ".bin", "tsc")
+    if not os.path.exists(tsc) or not shutil.which("node"):
+        pytest.skip("needs node and the project's node_modules (npm ci)")
+    out = tempfile.mkdtemp(prefix="jdk-format-")
+    try:
+        subprocess.run([tsc, "--outDir", out, "--module", "commonjs", "--target", "es2019", "--skipLibCheck",
+                        os.path.join(ROOT, "labextension", "src", "format.ts")], check=True, capture_output=True,
+                       timeout=300)
+        code = f"process.stdout.write(require({os.path.join(out, 'format.js')!r}).clientCode({json.dumps(cluster)}))"
+        return subprocess.run(["node", "-e", code], check=True, capture_output=True, text=True, timeout=60).stdout
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+async def test_the_panel_snippet_attaches_by_name(jp_fetch, username, runtime):
+    """What the card drops into a notebook, run in another process: it gets the cluster object, by name."""
+    code, model = await rest_call(jp_fetch, "POST", "clusters", body={"template": "tiny", "workers": 1}, expect=201)
+    cid = model["id"]
+    model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, what="1 worker")
+    snippet = panel_snippet(model)
+    assert snippet.startswith("from jupyter_dask_kube import KubeCluster\n") and f'from_name("{cid}")' in snippet
+    assert 'Client("tcp://' in panel_snippet({**model, "backend": "local"})  # local clusters: by address
+    seen = await asyncio.to_thread(run_python, snippet + textwrap.dedent("""
+        import json
+        print(json.dumps({"name": cluster.name, "address": cluster.scheduler_address,
+                          "sum": client.submit(sum, [1, 2]).result(), "attached": not cluster.shutdown_on_close}))
+        client.close()
+        cluster.close()
+    """))
+    assert seen == {"name": cid, "address": model["scheduler_address"], "sum": 3, "attached": True}
+    await wait_model(jp_fetch, cid, lambda m: m["status"] == "running", what="still running after the kernel closed")

@@ -64,7 +64,8 @@ export function startClusterDrag(
 
   const dragImage = document.createElement('div');
   dragImage.className = 'jp-dragImage dask-kube-dragImage';
-  dragImage.textContent = `client = Client("${cluster.scheduler_address}")`;
+  // the line that matters of what is dropped (a Client, or the cluster by name)
+  dragImage.textContent = source_code.split('\n')[1] ?? source_code;
 
   const drag = new Drag({
     mimeData,

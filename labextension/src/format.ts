@@ -47,13 +47,52 @@ export function describeWorker(template: Template): string {
   return `${parts.join(', ')} per worker`;
 }
 
-/** The code inserted into notebooks for a cluster. */
-export function clientCode(cluster: Pick<Cluster, 'scheduler_address'>): string {
+/**
+ * The code inserted into notebooks for a cluster. On Kubernetes the notebook
+ * gets the cluster object itself (scale, adapt, logs) by name; the local
+ * backend's clusters live in the Jupyter server, so a Client by address.
+ */
+export function clientCode(
+  cluster: Pick<Cluster, 'scheduler_address'> &
+    Partial<Pick<Cluster, 'id' | 'backend'>>
+): string {
+  if (cluster.backend === 'kubernetes' && cluster.id) {
+    return (
+      'from jupyter_dask_kube import KubeCluster\n' +
+      `cluster = KubeCluster.from_name(${JSON.stringify(cluster.id)})\n` +
+      'client = cluster.get_client()\n' +
+      'client'
+    );
+  }
   return (
     'from dask.distributed import Client\n' +
     `client = Client(${JSON.stringify(cluster.scheduler_address ?? '')})\n` +
     'client'
   );
+}
+
+/**
+ * When the cluster ends by itself, in a line for its card ("" when never):
+ * "Ends at 18:30" / "Ends Dec 5, 09:00", plus whether it outlives the server.
+ */
+export function lifetimeText(
+  cluster: Pick<Cluster, 'expires' | 'keep'>,
+  now: Date = new Date()
+): string {
+  const kept = cluster.keep ? 'kept after your server stops' : '';
+  if (!cluster.expires) {
+    return kept ? kept.charAt(0).toUpperCase() + kept.slice(1) : '';
+  }
+  const end = new Date(cluster.expires);
+  if (isNaN(end.getTime())) {
+    return kept;
+  }
+  const time = end.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const sameDay = end.toDateString() === now.toDateString();
+  const when = sameDay
+    ? time
+    : `${end.toLocaleDateString([], { month: 'short', day: 'numeric' })}, ${time}`;
+  return `Ends at ${when}` + (kept ? ` · ${kept}` : '');
 }
 
 /** Resolve a possibly relative dashboard link against the current page. */

@@ -13,6 +13,7 @@ import {
   clusterLabel,
   formatBytes,
   formatCores,
+  lifetimeText,
   isStarting,
   reasons
 } from '../format';
@@ -133,6 +134,14 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
       >
         {cluster.scheduler_address || '\u00a0'}
       </div>
+      {lifetimeText(cluster) ? (
+        <div
+          className="dask-kube-ClusterCard-lifetime"
+          title={cluster.expires ?? ''}
+        >
+          {lifetimeText(cluster)}
+        </div>
+      ) : null}
       {why.length ? (
         <ul
           className={
