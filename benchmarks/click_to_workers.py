@@ -62,7 +62,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -100,10 +99,7 @@ def console_script(name: str) -> str:
 
 
 # -- process helpers ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from jupyter_dask_kube.testing.ports import free_port  # noqa: E402
 
 
 def descendants(pid: int) -> set[int]:
@@ -248,7 +244,8 @@ class JupyterServer(Service):
     """A real Jupyter server subprocess with token auth on 127.0.0.1. ``absent`` is an API path of the other
     extension, which must answer 404 here."""
 
-    def __init__(self, label: str, launcher: str, config_py: str, dask_config: dict[str, str], absent: str):
+    def __init__(self, label: str, launcher: str, config_py: str, dask_config: dict[str, str], absent: str,
+                 kubeconfig: str | None = None):
         super().__init__(label)
         self.port = free_port()
         self.token = uuid.uuid4().hex
@@ -261,6 +258,8 @@ class JupyterServer(Service):
                    JUPYTER_RUNTIME_DIR=os.path.join(self.dir, "runtime"), JUPYTERHUB_USER="bench",
                    PYTHONUNBUFFERED="1")
         env.pop("KUBECONFIG", None)
+        if kubeconfig:  # benchmarks/real_apiserver.py: this server's Kubernetes API
+            env["KUBECONFIG"] = kubeconfig
         cmd = LAUNCHERS[launcher]() + [
             f"--config={cfg}", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
@@ -376,7 +375,9 @@ def time_cluster(label: str, server_pid: int, create, n_workers, shutdown, timeo
 
 
 # -- (a) ours ------------------------------------------------------------------------------------------------
-def ours_once(srv: JupyterServer, template: str):
+def ours_once(srv: JupyterServer, template: str, tree_pid: int | None = None):
+    """``tree_pid``: the process the cluster's processes appear under (default: the Jupyter server; on
+    Kubernetes, the node agent's)."""
     def n_workers(cid):
         m = srv.request("GET", f"dask-kube/api/clusters/{cid}")
         if m["status"] == "failed":
@@ -384,7 +385,7 @@ def ours_once(srv: JupyterServer, template: str):
         return m["workers"]
 
     return time_cluster(
-        f"ours {template}", srv.proc.pid,
+        f"ours {template}", tree_pid or srv.proc.pid,
         lambda: srv.request("POST", "dask-kube/api/clusters", {"template": template, "workers": WORKERS},
                             expect=(201,))["id"],
         n_workers,

@@ -38,7 +38,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -114,10 +113,7 @@ class SchedulerHost:
 
 
 # -- the Jupyter server ---------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from jupyter_dask_kube.testing.ports import free_port  # noqa: E402
 
 
 class Server:

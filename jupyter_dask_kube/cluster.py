@@ -43,7 +43,16 @@ from .objects import (
     resource_warnings,
 )
 from .podcache import PodCache
-from .podstatus import is_running, is_terminal, pod_problem
+from .podstatus import (
+    final_event,
+    is_running,
+    is_terminal,
+    is_waiting_for_node,
+    pod_failure,
+    pod_problem,
+    pod_summary,
+    readable_problem,
+)
 from .runtimes import PodRuntime, RuntimeAPIError, make_runtime
 from .lifetimes import apply_lifetime, lifetime_annotations, parse_lifetime_annotations
 from .templates import load_pod, template_from_dask_config
@@ -59,6 +68,8 @@ DASHBOARD_PORT = 8787
 MAX_FAILURES = 5
 FAILURE_WINDOW = 120.0
 SCHEDULER_SYNC_INTERVAL = 30  # seconds between SpecCluster's cluster-info RPCs to the scheduler
+# While pods wait for a node: seconds between looks at their events (the autoscaler's NotTriggerScaleUp).
+EVENT_CHECK_INTERVAL = 5.0
 
 
 class PodStartError(RuntimeError):
@@ -176,6 +187,7 @@ class KubeCluster(SpecCluster):
         annotations: dict | None = None,
         adopt: bool = False,
         scheduler_timeout: float | None = None,
+        start_timeout: float | None = None,
         shutdown_on_close: bool | None = None,
         expires=None,
         keep: bool = False,
@@ -212,6 +224,10 @@ class KubeCluster(SpecCluster):
         self.env = {**(dask.config.get("kubernetes.env", {}) or {}), **(env or {})}
         self.idle_timeout = idle_timeout if idle_timeout is not None else dask.config.get("kubernetes.idle-timeout", None)
         self.scheduler_timeout = scheduler_timeout or dask.config.get("kubernetes.scheduler-timeout", 120)
+        #: How long pods may wait for a node (Unschedulable: an autoscaler may add one) before the start fails.
+        self.start_timeout = float(start_timeout or dask.config.get("kubernetes.start-timeout", 600) or 600)
+        #: While the scheduler pod waits for a node: why, for the user ("waiting for a node: 0/1 nodes ...").
+        self.waiting: str | None = None
         self.annotations = annotations or {}
         # Lifetimes (lifetimes.py): enforced by the scheduler pod itself, not by this process.
         self.expires, self.keep, self.owner_pod = expires, keep, owner_pod
@@ -417,40 +433,82 @@ class KubeCluster(SpecCluster):
             if early is not None:
                 await early
 
+    async def _scale_up_refused(self, pod_name: str) -> str | None:
+        """The autoscaler's NotTriggerScaleUp for this pod, if it said so: waiting longer is then pointless."""
+        pod_events = getattr(self.runtime, "pod_events", None)
+        if pod_events is None:
+            return None
+        try:
+            return final_event(await pod_events(pod_name))
+        except RuntimeAPIError as err:
+            logger.debug("cluster %s: cannot read events of %s: %s", self.name, pod_name, err)
+            return None
+
     async def _wait_scheduler_ready(self, pod_name: str, address: str):
-        """Until the scheduler pod runs and its port answers; raise its reason if it cannot start."""
+        """Until the scheduler pod runs and its port answers; raise its reason if it cannot start.
+
+        A pod waiting for a node is not a failure: the wait goes on, with the reason in ``waiting``, up to
+        ``start_timeout``, unless the autoscaler says it will not add one (NotTriggerScaleUp)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.scheduler_timeout
+        started = loop.time()
+        waited_for_node = False
+        next_event_check = 0.0
 
         def state():
             pod = self.pod_cache.pods.get(pod_name)
             if pod is None:
                 return None
-            problem = pod_problem(pod)
-            if problem or is_terminal(pod):
-                return ("failed", problem or f"scheduler pod is {pod['status'].get('phase')}")
-            return ("running", None) if is_running(pod) else None
+            failure = pod_failure(pod)
+            if failure or is_terminal(pod):
+                summary = pod_summary(pod)
+                return ("failed", readable_problem(summary) if failure else
+                        f"scheduler pod {pod_name} is {summary['phase']}")
+            if is_running(pod):
+                return ("running", None)
+            if is_waiting_for_node(pod):
+                return ("waiting", readable_problem(pod_summary(pod)))
+            return ("pending", None)
 
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                pod = self.pod_cache.pods.get(pod_name)
-                phase = (pod or {}).get("status", {}).get("phase", "missing")
-                raise PodStartError(
-                    f"scheduler pod {pod_name} did not start within {self.scheduler_timeout:.0f}s (phase {phase})"
-                )
-            try:
-                kind, problem = await self.pod_cache.wait_for(state, remaining)
-            except TimeoutError:
-                continue
-            if kind == "failed":
-                raise PodStartError(f"scheduler pod {pod_name} cannot start: {problem}")
-            try:  # the pod runs: wait for the scheduler to listen, without polling the API
-                comm = await connect(address, timeout=min(2.0, max(remaining, 0.1)))
-                await comm.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
+        try:
+            while True:
+                st = state()
+                kind = st[0] if st else None
+                if kind == "failed":
+                    raise PodStartError(st[1])
+                self.waiting = st[1] if kind == "waiting" else None
+                waited_for_node = waited_for_node or kind == "waiting"
+                limit = max(self.scheduler_timeout, self.start_timeout) if waited_for_node else self.scheduler_timeout
+                remaining = started + limit - loop.time()
+                if remaining <= 0:
+                    pod = self.pod_cache.pods.get(pod_name)
+                    if kind == "waiting":
+                        summary = pod_summary(pod)
+                        raise PodStartError(f"{summary['reason']}: {summary['message']} (scheduler pod {pod_name}; "
+                                            f"no node for it within {limit:.0f}s)")
+                    phase = (pod or {}).get("status", {}).get("phase", "missing")
+                    raise PodStartError(f"scheduler pod {pod_name} did not start within {limit:.0f}s (phase {phase})")
+                if kind == "running":
+                    try:  # the pod runs: wait for the scheduler to listen, without polling the API
+                        comm = await connect(address, timeout=min(2.0, max(remaining, 0.1)))
+                        await comm.close()
+                        return
+                    except OSError:
+                        await asyncio.sleep(0.05)
+                        continue
+                wait = remaining
+                if kind == "waiting":
+                    if loop.time() >= next_event_check:
+                        refused = await self._scale_up_refused(pod_name)
+                        if refused:
+                            raise PodStartError(f"{refused} (scheduler pod {pod_name})")
+                        next_event_check = loop.time() + EVENT_CHECK_INTERVAL
+                    wait = min(remaining, max(next_event_check - loop.time(), 0.05))
+                try:  # until the pod changes (or it is time to look at its events again)
+                    await self.pod_cache.wait_for(lambda: state() != st, wait)
+                except TimeoutError:
+                    pass
+        finally:
+            self.waiting = None
 
     def _on_pod_event(self, etype: str, pod: dict):
         meta = pod["metadata"]
@@ -587,21 +645,38 @@ class KubeCluster(SpecCluster):
         return out
 
     async def _wait_for_workers(self, n_workers=0, timeout=None):
-        """As distributed's, but fail fast when the missing workers are stuck (Unschedulable, ...)."""
+        """As distributed's, but fail fast when the missing workers cannot start (a bad image, a config
+        error, the autoscaler refusing), and after ``start_timeout`` when they still wait for a node."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        next_event_check = 0.0
         waiter = asyncio.ensure_future(super()._wait_for_workers(n_workers, timeout=timeout))
         try:
             while not waiter.done():
                 await asyncio.wait([waiter], timeout=0.5)
-                problems = {n: p for n, p in self.pod_problems().items() if n in self.worker_spec}
-                pending = [
-                    n for n in self.worker_spec
-                    if not is_running(self.pod_cache.pods.get(n, {"status": {}, "metadata": {}}))
-                ]
-                if pending and all(n in problems for n in pending) and not waiter.done():
-                    first = next(iter(problems.items()))
-                    raise PodStartError(f"{len(pending)} worker pod(s) cannot start: {first[0]}: {first[1]}")
+                if waiter.done():
+                    break
                 if self.failing:
                     raise PodStartError(self.problem)
+                pods = self.pod_cache.pods
+                pending = [n for n in self.worker_spec if not is_running(pods.get(n, {"status": {}, "metadata": {}}))]
+                failed = {n: pod_failure(pods[n]) for n in pending if n in pods and pod_failure(pods[n])}
+                waiting = [n for n in pending if n in pods and n not in failed and is_waiting_for_node(pods[n])]
+                if not pending or len(failed) + len(waiting) < len(pending):
+                    continue
+                if failed and not waiting:
+                    name = next(iter(failed))
+                    raise PodStartError(f"{readable_problem(pod_summary(pods[name]))}; "
+                                        f"{len(pending)} worker pod(s) cannot start")
+                if loop.time() - started > self.start_timeout:
+                    summary = pod_summary(pods[waiting[0]])
+                    raise PodStartError(f"{summary['reason']}: {summary['message']} ({len(waiting)} worker pod(s) "
+                                        f"got no node within {self.start_timeout:.0f}s)")
+                if loop.time() >= next_event_check:
+                    next_event_check = loop.time() + EVENT_CHECK_INTERVAL
+                    refused = await self._scale_up_refused(waiting[0])
+                    if refused:
+                        raise PodStartError(f"{refused} (worker pod {waiting[0]}; {len(pending)} worker pod(s) cannot start)")
             return waiter.result()
         finally:
             waiter.cancel()

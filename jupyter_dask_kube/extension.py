@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+import dask.config
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Callable, Dict, Float, Int, List, Unicode, Union
 
@@ -67,6 +68,8 @@ class DaskKube(ExtensionApp):
         help="The notebook pod that owns the clusters (they go when it goes): auto = POD_NAME, else HOSTNAME when "
         "in a Kubernetes pod; '' = off; anything else = the pod's name.",
     )
+    start_timeout = Float(600, config=True, help="Seconds a cluster's pods may wait for a node (Unschedulable: a cluster "
+                          "autoscaler may add one) before its start fails; it fails at once when nothing can change.")
     options_handler = Callable(
         None, allow_none=True, config=True,
         help="Optional f(template, option_values) -> template, to act on options beyond cores, memory and image.",
@@ -111,6 +114,11 @@ class DaskKube(ExtensionApp):
         for p in problems:
             self.log.error("dask-kube: bad template: %s", p)
         runtime = make_runtime(self.backend, self.namespace)
+        # Local runtime: its fork server imports distributed in its own process while this server starts,
+        # so the first cluster starts as fast as later ones.
+        start_fork_server = getattr(getattr(runtime, "runner", None), "start_fork_server", None)
+        if start_fork_server is not None and dask.config.get("kubernetes.local.fork-server-at-start", True):
+            start_fork_server()
         max_memory = parse_memory(self.max_memory) if self.max_memory else 0
         try:
             group_limits = check_group_limits(self.group_limits)
@@ -126,6 +134,7 @@ class DaskKube(ExtensionApp):
             limits=Limits(self.max_clusters, self.max_workers, self.max_cores, max_memory),
             name_template=self.name_template,
             idle_timeout=self.idle_timeout,
+            start_timeout=self.start_timeout,
             base_url=self.serverapp.base_url,
             options_handler=self.options_handler,
             template_problems=problems,

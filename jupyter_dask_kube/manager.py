@@ -29,9 +29,10 @@ from .objects import (
     scheduler_annotations,
     user_selector,
 )
+from . import rbac
 from .naming import service_name
 from .podcache import PodCache
-from .podstatus import is_terminal, pod_summary
+from .podstatus import is_terminal, pod_summary, readable_problem
 from .runtimes import PodRuntime, RuntimeAPIError
 from .lifetimes import LifetimePolicy, lifetime_annotations, parse_lifetime_annotations
 from .ownerpod import OwnerPodError, find_owner_pod
@@ -40,9 +41,8 @@ from .templates import ClusterTemplate, OptionError
 logger = logging.getLogger(__name__)
 
 # The verbs of the shipped Role (rbac.yaml), checked by the status preflight.
-RBAC_VERBS = [
-    ("pods", "", verb) for verb in ("get", "list", "watch", "create", "delete", "patch")
-] + [("pods", "log", "get")] + [("services", "", verb) for verb in ("get", "list", "watch", "create", "delete")]
+# (resource, subresource, verb) the status preflight checks: derived from the runtime's table of calls.
+RBAC_VERBS = rbac.required_permissions()
 PREFLIGHT_TTL = 60.0
 LOST_WORKER_WINDOW = 300.0  # how long a lost worker's reason stays in the cluster's warnings
 # A scheduler pod this young without its Service may be a create in flight elsewhere: not half-made yet.
@@ -105,6 +105,7 @@ class ClusterManager:
         limits: Limits | None = None,
         name_template: str | None = None,
         idle_timeout: float = 0,
+        start_timeout: float | None = None,
         base_url: str = "/",
         options_handler=None,
         template_problems: list[str] | None = None,
@@ -126,6 +127,7 @@ class ClusterManager:
         self.groups_problem: str | None = None
         self.name_template = name_template
         self.idle_timeout = idle_timeout or 0
+        self.start_timeout = start_timeout
         self.base_url = base_url
         self.options_handler = options_handler
         self.template_problems = list(template_problems or [])
@@ -152,9 +154,10 @@ class ClusterManager:
             try:
                 await self.pod_cache.start()
             except Exception as exc:
-                self._start_error = f"cannot watch pods: {exc}"
+                # Not final: the pod cache keeps retrying, and the next call here tries again at once.
+                self._start_error = _start_problem(exc, self.runtime.namespace)
                 logger.error("dask-kube: %s", self._start_error)
-                raise ApiError(503, f"Kubernetes API not reachable: {exc}") from None
+                raise ApiError(503, self._start_error) from None
             self._start_error = None
             self.pod_cache.subscribe(self._on_pod_event)
             self._started = True
@@ -409,6 +412,7 @@ class ClusterManager:
                 username=self.username,
                 annotations=annotations,
                 idle_timeout=self.idle_timeout or None,
+                start_timeout=self.start_timeout,
                 n_workers=adapt["minimum"] if adapt else workers,  # made while the scheduler starts
                 asynchronous=True,
                 shutdown_on_close=False,
@@ -552,8 +556,8 @@ class ClusterManager:
             sched = next((p for p in pods if p["role"] == "scheduler"), None)
             status = "starting" if sched and sched["phase"] == "Running" else "pending"
         if not message and status in ("pending", "starting"):
-            stuck = next((f"{p['name']}: {p['reason']}: {p['message']}" for p in pods if p["reason"] and p["phase"] != "Running"), "")
-            message = stuck
+            # pod_wait_message: the first pod not running, with its reason first ("waiting for a node: ...")
+            message = next((readable_problem(p) for p in pods if p["reason"] and p["phase"] != "Running"), "")
         address = c.scheduler_address if rec.state == "ready" else ""
         return {
             "id": rec.id,
@@ -716,7 +720,7 @@ class ClusterManager:
                 missing = []
                 try:
                     results = await asyncio.gather(*(can_i(v, r, s) for r, s, v in RBAC_VERBS))
-                    missing = [f"{v} {r}{'/' + s if s else ''}" for (r, s, v), ok in zip(RBAC_VERBS, results) if not ok]
+                    missing = [rbac.describe(*p) for p, ok in zip(RBAC_VERBS, results) if not ok]
                     found = [f"missing RBAC permission: {m} in namespace {self.runtime.namespace}" for m in missing]
                 except RuntimeAPIError as exc:
                     found = [f"Kubernetes API not reachable: {exc.message or exc}"]
@@ -735,6 +739,18 @@ class ClusterManager:
             "version": __version__,
             "problems": problems,
         }
+
+
+def _start_problem(exc: BaseException, namespace: str) -> str:
+    """Why the user's pods cannot be watched, worded for the one who can fix it."""
+    if isinstance(exc, RuntimeAPIError) and exc.status == 403:
+        return (
+            f"Forbidden: this Jupyter server may not list pods in namespace {namespace} ({exc.message}); "
+            "ask your hub admin to apply the RBAC Role (deploy/rbac.yaml)"
+        )
+    if isinstance(exc, RuntimeAPIError) and exc.status:
+        return f"cannot watch pods: {_reason(exc)}"
+    return f"Kubernetes API not reachable: {_reason(exc)}"
 
 
 def _reason(exc: BaseException) -> str:

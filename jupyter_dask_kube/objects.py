@@ -234,6 +234,9 @@ def _prepare(template: dict, name: str, pod_labels: dict) -> dict:
     pod["metadata"] = metadata
     spec = pod.setdefault("spec", {})
     spec.setdefault("restartPolicy", "Never")
+    # A kubelet otherwise gives the pod variables for every Service in the namespace: ours are all named
+    # dask-..., so every user's scheduler address would reach every pod as DASK_* config.
+    spec.setdefault("enableServiceLinks", False)
     return pod
 
 

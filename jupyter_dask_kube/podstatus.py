@@ -16,6 +16,11 @@ STUCK_REASONS = frozenset({
     "Unschedulable", "ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName",
     "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError",
 })
+#: Reasons that can end without anyone acting: Kubernetes keeps retrying, and a node may be added (cluster
+#: autoscaler, Karpenter, GKE Autopilot take minutes). A pod waits with its reason shown, up to the start timeout.
+WAITING_REASONS = frozenset({"Unschedulable"})
+#: Event reasons that end such a wait at once: the autoscaler says no node it can add would fit the pod.
+FINAL_EVENT_REASONS = frozenset({"NotTriggerScaleUp"})
 _ROLES = {"scheduler": "scheduler", "worker": "worker", "dask-scheduler": "scheduler", "dask-worker": "worker"}
 
 
@@ -155,3 +160,37 @@ def is_stuck(pod: dict) -> bool:
     """Stuck: Kubernetes keeps retrying, but it will not start without a change
     (bigger nodes, a fixed image name, a fixed command, a missing secret)."""
     return pod_summary(pod)["reason"] in STUCK_REASONS
+
+
+def is_waiting_for_node(pod: dict) -> bool:
+    """Not placed on a node yet, for a reason a new node can end (see WAITING_REASONS)."""
+    return pod_summary(pod)["reason"] in WAITING_REASONS and not is_terminal(pod)
+
+
+def pod_failure(pod: dict) -> str | None:
+    """``pod_problem`` unless the pod is only waiting for a node: what ends a start at once."""
+    return None if is_waiting_for_node(pod) else pod_problem(pod)
+
+
+def readable_problem(summary: dict) -> str:
+    """One line that leads with the reason (a card cuts the end), then which pod:
+    "Unschedulable: 0/1 nodes are available: 1 Insufficient cpu. (scheduler pod dask-alice-...-scheduler)";
+    a pod waiting for a node reads "waiting for a node: 0/1 nodes are available: ... (worker pod ...)"."""
+    reason, message = summary.get("reason") or "", summary.get("message") or ""
+    if reason in WAITING_REASONS:
+        text = f"waiting for a node: {message or reason}"
+    else:
+        text = f"{reason}: {message}" if message else reason
+    role = summary.get("role")
+    what = f"{role} pod" if role in ("scheduler", "worker") else "pod"
+    return f"{text} ({what} {summary.get('name', '')})"
+
+
+def final_event(events: list[dict]) -> str | None:
+    """The newest event that ends a wait for a node (the autoscaler's NotTriggerScaleUp), as "Reason: message"."""
+    final = [e for e in events if e.get("reason") in FINAL_EVENT_REASONS]
+    if not final:
+        return None
+    newest = max(final, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    message = (newest.get("message") or "").strip()
+    return f"{newest['reason']}: {message}" if message else newest["reason"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import math
 import os
 import re
@@ -21,6 +22,7 @@ import dask.config
 import yaml
 
 from . import config as _config  # noqa: F401  (kubernetes.* defaults must be loaded)
+from .quantities import is_quantity
 
 OPTION_TYPES = ("integer", "float", "select", "bool", "string")
 #: Options the template applies itself; any other option is left to the admin's options_handler.
@@ -41,6 +43,18 @@ class TemplateError(ValueError):
     def __init__(self, source: str, field: str | None, problem: str):
         self.source, self.field, self.problem = source, field, problem
         super().__init__(f"{source}: {field}: {problem}" if field else f"{source}: {problem}")
+
+
+class TemplateNotFoundError(TemplateError, FileNotFoundError):
+    """A template path that does not exist. Also a FileNotFoundError: classic dask-kubernetes code
+    (``KubeCluster.from_yaml``) catches that."""
+
+    def __init__(self, source: str, problem: str):
+        TemplateError.__init__(self, source, None, problem)
+        self.errno, self.strerror, self.filename = errno.ENOENT, os.strerror(errno.ENOENT), source
+
+    def __str__(self) -> str:  # OSError's would print "[Errno 2] ..." instead of our message
+        return self.args[0]
 
 
 class OptionError(ValueError):
@@ -124,9 +138,7 @@ def parse_memory(q: Any) -> int:
 
 def is_k8s_quantity(q: Any) -> bool:
     """True when Kubernetes itself accepts ``q`` as a resource quantity."""
-    if not isinstance(q, str):
-        return False
-    return bool(re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?", q))
+    return is_quantity(q)
 
 
 # ----------------------------------------------------------------------- dask arguments
@@ -380,6 +392,8 @@ def _read_yaml(path: str | os.PathLike) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
+    except FileNotFoundError as e:
+        raise TemplateNotFoundError(str(path), f"can not be read: {e.strerror or e}") from None
     except OSError as e:
         raise TemplateError(str(path), None, f"can not be read: {e.strerror or e}") from None
     except yaml.YAMLError as e:

@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,30 +24,14 @@ from pathlib import Path
 
 import psutil
 
+from jupyter_dask_kube.testing.ports import free_port, free_ports  # noqa: F401 (used by tests)
+
 from helpers import Pending, wait_for
 
 SERVER_START = 90  # s to answer /api/status: generous, the suite must pass on 2 busy cores
 # Jupyter's start-up chatter, left out of the log a failure shows.
 BORING = ("extension was successfully", "LabApp]", "took 0.", "Serving notebooks", "Jupyter Server 2", "?token=",
           "Control-C", "Skipped non-installed", "_jupyter_server_extension_")
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` different ports nothing listens on (127.0.0.1)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 def server_config(templates: dict, *, backend: str = "kubernetes", extensions: dict | None = None, extra: str = "",

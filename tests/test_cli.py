@@ -17,7 +17,7 @@ import pytest
 from jupyter_dask_kube.cli import main
 from jupyter_dask_kube.objects import cluster_selector, user_selector
 from jupyter_dask_kube.testing import EmulatedKubernetes
-from jupyter_dask_kube.testing.fixtures import kube_api
+from jupyter_dask_kube.testing.fixtures import kube_api, kube_target_for
 
 from helpers import WORKERS_UP, Pending, detached_cluster, pods_of, services_of, wait_for
 from jupyter_process import free_port
@@ -25,10 +25,13 @@ from jupyter_process import free_port
 GONE = 90
 
 
-@pytest.fixture(scope="module")
-def emu():
-    if os.environ.get("JDK_TEST_REAL_KUBECONFIG"):
-        pytest.skip("cleanup without --user would delete every user's clusters of the real cluster's namespace")
+@pytest.fixture(scope="module", params=["emulator", "real"])
+def emu(request):
+    """An API server of the CLI's own: cleanup without --user deletes every user's clusters of its namespace.
+    A cluster named by JDK_TEST_REAL_KUBECONFIG is never used here for that reason."""
+    if request.param == "real":
+        yield kube_target_for(request, "real").in_namespace("jdk-cli-test")
+        return
     with EmulatedKubernetes(processes=True) as k:
         yield k
 

@@ -20,12 +20,15 @@ from jupyter_dask_kube.objects import cluster_selector
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.runtimes.local import LocalRuntime
 
+from jupyter_dask_kube.testing.fixtures import BACKEND_PARAMS, backend_target
+
 from helpers import no_pods, small_pod, wait_until
 
 pytestmark = pytest.mark.asyncio
 
 SEED_SPEC = Path(__file__).parent / "data" / "worker-spec.yml"
-BACKENDS = ["local", "kubernetes"]
+#: "local", then every Kubernetes target (the emulator, the real API server, JDK_TEST_REAL_KUBECONFIG)
+BACKENDS = BACKEND_PARAMS
 
 
 
@@ -49,7 +52,13 @@ def dask_processes(root_pid: int | None = None):
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    return request.param
+    return request.param.split("-")[0]
+
+
+@pytest.fixture
+def target(request):
+    """The Kubernetes target of a "kubernetes[-target]" backend."""
+    return backend_target(request)
 
 
 @pytest.fixture
@@ -61,7 +70,7 @@ def make_runtime(backend, request):
         if backend == "local":
             rt = LocalRuntime("default")
         else:
-            emu = request.getfixturevalue("emulated_kubernetes")
+            emu = request.getfixturevalue("target")
             rt = KubernetesRuntime(emu.namespace, kubeconfig=emu.kubeconfig)
         made.append(rt)
         return rt
@@ -78,7 +87,7 @@ def process_root(backend, request):
     """The process under which pod processes run for this backend."""
     if backend == "local":
         return os.getpid()
-    return request.getfixturevalue("emulated_kubernetes").pid
+    return request.getfixturevalue("target").pid
 
 
 async def assert_nothing_left(runtime, name, process_root):
@@ -98,7 +107,7 @@ def test_seed_example(backend, request, monkeypatch, tmp_path):
         monkeypatch.setitem(dask.config.config["kubernetes"], "backend", "local")
         root = os.getpid()
     else:
-        emu = request.getfixturevalue("emulated_kubernetes")
+        emu = request.getfixturevalue("target")
         monkeypatch.setenv("KUBECONFIG", emu.kubeconfig)
         root = emu.pid
     # 10 workers of the seed's spec: each runs a nanny + worker; this machine holds that (2 cores, 24 GiB).

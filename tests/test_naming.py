@@ -317,3 +317,60 @@ def test_many_random_users_never_collide():
     names = {format_cluster_name(user=u, uuid=UUID, env={}) for u in users}
     assert len(names) == len(users)
     assert all(DNS_LABEL.match(n) and len(n) <= MAX_CLUSTER_NAME_LENGTH for n in names)
+
+
+# -- the API server's own verdict -----------------------------------------------------------------------------
+@pytest.mark.parametrize("template", ["dask-{JUPYTERHUB_USER}-{uuid}", "{user}{uuid}", "Dask_{user}.{uuid}"])
+def test_hostile_users_objects_accepted_by_the_api_server(kube_target, template):
+    """Every object a hostile username's cluster is made of (scheduler pod, worker pod, Service, their labels)
+    is accepted by each Kubernetes target's own validation (a server-side dry run: nothing is stored), and the
+    user's label selector is one the API server parses."""
+    from kubernetes.client import ApiException
+
+    from jupyter_dask_kube.objects import build_scheduler_pod, build_service, build_worker_pod, user_selector
+    from jupyter_dask_kube.testing.fixtures import kube_api
+
+    from helpers import small_pod
+
+    api = kube_api(kube_target)
+    ns = kube_target.namespace
+    refused = []
+    try:
+        for user in HOSTILE_USERS:
+            cluster = format_cluster_name(template, uuid=UUID, env={"JUPYTERHUB_USER": user})
+            sched = build_scheduler_pod(None, small_pod(), cluster_name=cluster, username=user)
+            worker = build_worker_pod(small_pod(), cluster_name=cluster, username=user,
+                                      worker_name=worker_pod_name(cluster, "abcde"),
+                                      scheduler_address=f"tcp://{service_name(cluster)}:8786")
+            for create, body in ((api.create_namespaced_pod, sched), (api.create_namespaced_pod, worker),
+                                 (api.create_namespaced_service, build_service(cluster, user, sched))):
+                try:
+                    create(ns, body, dry_run="All")
+                except ApiException as e:
+                    refused.append(f"{user!r}: {body['metadata']['name']}: {e.status} {e.body}")
+            api.list_namespaced_pod(ns, label_selector=user_selector(user), limit=1)
+    finally:
+        api.api_client.close()
+    assert not refused, "\n".join(refused)
+    # and the dry runs left nothing behind
+    assert not [p for p in kube_api(kube_target).list_namespaced_pod(ns).items
+                if p.metadata.name.endswith(("-scheduler", "-worker-abcde")) and UUID in p.metadata.name]
+
+
+def test_api_server_refuses_an_invalid_name(kube_target):
+    """The check above can fail: an unslugged name is refused by the same dry run."""
+    from kubernetes.client import ApiException
+
+    from jupyter_dask_kube.testing.fixtures import kube_api
+
+    from helpers import small_pod
+
+    api = kube_api(kube_target)
+    try:
+        with pytest.raises(ApiException) as e:
+            api.create_namespaced_pod(kube_target.namespace, {**small_pod(), "metadata": {
+                "name": "Dask_Jöhn.Doe-scheduler", "labels": {"hub.jupyter.org/username": "jöhn.doe@example.com"}}},
+                dry_run="All")
+        assert e.value.status == 422
+    finally:
+        api.api_client.close()

@@ -141,6 +141,7 @@ def test_worker_pod_from_seed_exactly():
         },
         "spec": {
             "restartPolicy": "Never",
+            "enableServiceLinks": False,
             "containers": [{
                 "image": "daskdev/dask:latest",
                 "imagePullPolicy": "IfNotPresent",
@@ -285,6 +286,7 @@ def test_scheduler_pod_derived_from_worker_template():
                      "annotations": ann},
         "spec": {
             "restartPolicy": "Never",
+            "enableServiceLinks": False,
             "containers": [{
                 "image": "daskdev/dask:latest",
                 "imagePullPolicy": "IfNotPresent",
@@ -483,3 +485,19 @@ def test_make_pod_spec_rejects_unknown_attributes(kw, match):
 def test_to_model_and_manifest():
     pod = worker()
     assert objects.to_manifest(objects.to_model(pod, "V1Pod")) == pod
+
+
+def test_service_links_off_unless_the_template_sets_them():
+    """A kubelet injects variables for every Service of the namespace: ours are all dask-..., which dask
+    reads as config (DASK_*). Every pod we make turns that off; a template may turn it back on."""
+    template = {"kind": "Pod", "spec": {"containers": [{"name": "w", "image": "i", "args": ["dask-worker"]}]}}
+    worker = objects.build_worker_pod(template, cluster_name="dask-a-1", username="a", worker_name="dask-a-1-worker-x",
+                                      scheduler_address="tcp://127.200.0.1:8786")
+    scheduler = objects.build_scheduler_pod(None, template, cluster_name="dask-a-1", username="a")
+    assert worker["spec"]["enableServiceLinks"] is False and scheduler["spec"]["enableServiceLinks"] is False
+    assert "enableServiceLinks" not in template["spec"]  # the template is not modified
+    on = copy.deepcopy(template)
+    on["spec"]["enableServiceLinks"] = True
+    assert objects.build_worker_pod(on, cluster_name="dask-a-1", username="a", worker_name="w1",
+                                    scheduler_address="tcp://x:8786")["spec"]["enableServiceLinks"] is True
+    assert objects.build_scheduler_pod(on, on, cluster_name="dask-a-1", username="a")["spec"]["enableServiceLinks"] is True

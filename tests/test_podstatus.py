@@ -218,3 +218,48 @@ def test_pod_role(labels, role):
 def test_sparse_pods_never_raise(pod):
     assert pod_summary(pod) == {"name": "", "role": "other", "phase": "Pending", "reason": "", "message": ""}
     assert pod_problem(pod) is None and not is_stuck(pod) and not is_running(pod) and not is_terminal(pod)
+
+
+# -- waiting for a node is not a failure (an autoscaler may add one) -----------------------------------------
+def test_unschedulable_waits_other_stuck_reasons_fail():
+    from jupyter_dask_kube.podstatus import is_waiting_for_node, pod_failure
+
+    assert is_waiting_for_node(UNSCHEDULABLE) and pod_failure(UNSCHEDULABLE) is None
+    assert pod_problem(UNSCHEDULABLE).startswith("Unschedulable:")  # still shown
+    for pod in (IMAGE_BACKOFF, ERR_IMAGE_PULL, CONFIG_ERROR, CRASHLOOP):
+        assert not is_waiting_for_node(pod) and pod_failure(pod) == pod_problem(pod), pod_summary(pod)
+    invalid = make_pod("Pending", [cstatus({"waiting": {"reason": "InvalidImageName",
+                                                        "message": 'couldn\'t parse image reference "Bad Image"'}})])
+    assert pod_failure(invalid).startswith("InvalidImageName: couldn't parse image reference")
+    for pod in (RUNNING, CREATING, JUST_CREATED, PENDING_SCHEDULING):
+        assert not is_waiting_for_node(pod) and pod_failure(pod) is None
+    # a terminated pod that was never placed is not waiting any more
+    failed = copy.deepcopy(UNSCHEDULABLE)
+    failed["status"]["phase"] = "Failed"
+    assert not is_waiting_for_node(failed)
+
+
+def test_readable_problem_leads_with_the_reason():
+    from jupyter_dask_kube.podstatus import readable_problem
+
+    sched = copy.deepcopy(UNSCHEDULABLE_SHORT)
+    sched["metadata"] = {"name": "dask-alice-21ca10c-scheduler", "labels": {"dask.org/component": "scheduler"}}
+    assert readable_problem(pod_summary(sched)) == (
+        "waiting for a node: 0/3 nodes are available: 3 Insufficient memory. (scheduler pod dask-alice-21ca10c-scheduler)")
+    assert readable_problem(pod_summary(IMAGE_BACKOFF)) == (
+        'ImagePullBackOff: Back-off pulling image "nope:1" (worker pod dask-a-1-worker-ab1cd)')
+    other = make_pod("Pending", [cstatus({"waiting": {"reason": "CreateContainerConfigError"}})], component=None, name="p")
+    assert readable_problem(pod_summary(other)) == "CreateContainerConfigError (pod p)"
+
+
+def test_final_event_is_the_autoscalers_refusal():
+    from jupyter_dask_kube.podstatus import final_event
+
+    scheduled = {"reason": "FailedScheduling", "message": "0/1 nodes are available: 1 Insufficient cpu.",
+                 "lastTimestamp": "2026-05-01T10:00:00Z"}
+    assert final_event([]) is None and final_event([scheduled]) is None
+    older = {"reason": "NotTriggerScaleUp", "message": "pod didn't trigger scale-up: 1 max node group size reached",
+             "lastTimestamp": "2026-05-01T10:00:05Z"}
+    newer = dict(older, message="pod didn't trigger scale-up: 1 Insufficient cpu", lastTimestamp="2026-05-01T10:01:00Z")
+    assert final_event([scheduled, newer, older]) == "NotTriggerScaleUp: pod didn't trigger scale-up: 1 Insufficient cpu"
+    assert final_event([{"reason": "NotTriggerScaleUp"}]) == "NotTriggerScaleUp"

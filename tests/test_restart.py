@@ -38,15 +38,15 @@ TEMPLATES = {"tiny": tiny_template(description="for restart tests")}
 
 
 @pytest.fixture
-def restart_env(emulated_kubernetes, tmp_path):
+def restart_env(kube_target, tmp_path):
     """Environment and config of the servers: a unique hub user, everything Jupyter and dask under tmp."""
     user = f"restart-{uuid.uuid4().hex[:8]}"
-    env = server_env(tmp_path, config=server_config(TEMPLATES), user=user, kubeconfig=emulated_kubernetes.kubeconfig)
+    env = server_env(tmp_path, config=server_config(TEMPLATES), user=user, kubeconfig=kube_target.kubeconfig)
     return user, env
 
 
 @pytest.fixture
-def servers(restart_env, tmp_path, emulated_kubernetes):
+def servers(restart_env, tmp_path, kube_target):
     """A factory of JupyterServer subprocesses; every one is killed at the end, and the user's pods deleted."""
     user, env = restart_env
     made: list[JupyterServer] = []
@@ -62,9 +62,9 @@ def servers(restart_env, tmp_path, emulated_kubernetes):
             s.kill(signal.SIGKILL, timeout=20)
         except Exception:
             pass
-    api = kube_api(emulated_kubernetes)
+    api = kube_api(kube_target)
     try:
-        delete_objects(api, emulated_kubernetes.namespace, user_selector(user))
+        delete_objects(api, kube_target.namespace, user_selector(user))
     except Exception:
         pass
     finally:
@@ -72,8 +72,8 @@ def servers(restart_env, tmp_path, emulated_kubernetes):
 
 
 @pytest.fixture
-def kube(emulated_kubernetes):
-    api = kube_api(emulated_kubernetes)
+def kube(kube_target):
+    api = kube_api(kube_target)
     yield api
     api.api_client.close()
 
@@ -125,9 +125,9 @@ def stable_pods(kube, ns, user, count, timeout=WORKERS_UP):
 
 
 @pytest.mark.timeout(900)
-def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_kubernetes, kube):
+def test_clusters_survive_server_kill_and_stop(servers, restart_env, kube_target, kube):
     user, env = restart_env
-    ns = emulated_kubernetes.namespace
+    ns = kube_target.namespace
     t0 = time.monotonic()
 
     def step(what):  # shown with -s, and in the captured output of a failure
@@ -150,7 +150,7 @@ def test_clusters_survive_server_kill_and_stop(servers, restart_env, emulated_ku
 
     # -- a cluster made from Python by the same user (remote scheduler, 1 worker) ---------------------
     step("make a cluster from Python")
-    py_id = asyncio.run(detached_cluster(user, kubeconfig=emulated_kubernetes.kubeconfig, pod=limited_pod()))
+    py_id = asyncio.run(detached_cluster(user, kubeconfig=kube_target.kubeconfig, pod=limited_pod()))
     assert py_id not in (id1, id2)
 
     # 3 schedulers + 2 + 1 + 1 workers; adapt {1, 3} with no work keeps its one worker

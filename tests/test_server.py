@@ -9,6 +9,7 @@ import tornado.httpclient
 from jupyter_dask_kube.objects import cluster_selector, user_selector
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.runtimes.local import LocalRuntime
+from jupyter_dask_kube.testing.fixtures import BACKEND_PARAMS, backend_target
 
 from helpers import no_pods, rest_call, tiny_template, wait_model, wait_until
 
@@ -22,9 +23,9 @@ TEMPLATES = {
 }
 
 
-@pytest.fixture(params=["local", "kubernetes"])
+@pytest.fixture(params=BACKEND_PARAMS)
 def backend(request):
-    return request.param
+    return request.param.split("-")[0]
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def username(monkeypatch):
 @pytest.fixture
 def kube_env(backend, request, monkeypatch):
     if backend == "kubernetes":
-        emu = request.getfixturevalue("emulated_kubernetes")
+        emu = backend_target(request)
         monkeypatch.setenv("KUBECONFIG", emu.kubeconfig)
         return emu
     return None

@@ -52,10 +52,11 @@ async def test_unschedulable_workers_are_explained(jp_fetch, emu):
     code, model = await rest_call(jp_fetch, "POST", "clusters", body={"template": "huge"})
     assert code == 201, model
     model = await wait_model(
-        jp_fetch, model["id"], lambda m: "Unschedulable" in m["message"], MODEL_WAIT, what="the Unschedulable reason"
+        jp_fetch, model["id"], lambda m: m["message"].startswith("waiting for a node:"), MODEL_WAIT,
+        what="the Unschedulable reason"
     )
-    assert model["status"] == "starting"  # the scheduler runs; the worker cannot be placed
-    assert "Insufficient memory" in model["message"]
+    assert model["status"] == "starting"  # the scheduler runs; the worker waits for a node (not a failure)
+    assert "Insufficient memory" in model["message"] and "(worker pod " in model["message"]
     worker = next(p for p in model["pods"] if p["role"] == "worker")
     assert worker["phase"] == "Pending" and worker["reason"] == "Unschedulable"
     assert (await rest_call(jp_fetch, "DELETE", "clusters", model["id"]))[0] == 204

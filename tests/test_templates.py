@@ -612,3 +612,23 @@ def test_seed_file_is_faithful():
     assert "args: [dask-worker, --nthreads, '2', --no-dashboard, --memory-limit, 6GB, --death-timeout, '60']" in text
     assert yaml.safe_load(text)["spec"]["containers"][0]["env"][0]["name"] == "EXTRA_PIP_PACKAGES"
     assert os.path.basename(SEED) == "worker-spec.yml"
+
+
+def test_from_yaml_missing_file_is_file_not_found(tmp_path):
+    """Classic dask-kubernetes code catches FileNotFoundError around KubeCluster.from_yaml; it stays a
+    TemplateError (a ValueError) too, with the path in the message."""
+    from jupyter_dask_kube import KubeCluster
+    from jupyter_dask_kube.templates import TemplateError, load_pod
+
+    missing = tmp_path / "nope" / "worker-spec.yml"
+    with pytest.raises(FileNotFoundError) as info:
+        KubeCluster.from_yaml(str(missing), backend="local")
+    assert isinstance(info.value, TemplateError) and isinstance(info.value, ValueError)
+    assert str(missing) in str(info.value) and "can not be read" in str(info.value)
+    assert info.value.filename == str(missing)
+    with pytest.raises(FileNotFoundError):
+        load_pod(missing)
+    # An unreadable path that exists is a TemplateError, not a FileNotFoundError.
+    with pytest.raises(TemplateError) as info:
+        load_pod(tmp_path)
+    assert not isinstance(info.value, FileNotFoundError)

@@ -114,18 +114,3 @@ class PodRuntime(abc.ABC):
     def __repr__(self):
         return f"<{type(self).__name__} backend={self.backend} namespace={self.namespace}>"
 
-
-def parse_selector(selector: str) -> dict[str, str]:
-    """``"a=b,c==d"`` -> ``{"a": "b", "c": "d"}``; only equality terms, which is all this project sends."""
-    out = {}
-    for term in filter(None, (t.strip() for t in (selector or "").split(","))):
-        key, sep, value = term.replace("==", "=").partition("=")
-        if not sep or "!" in key:
-            raise ValueError(f"unsupported label selector term {term!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def matches_selector(labels: dict | None, selector: dict[str, str]) -> bool:
-    labels = labels or {}
-    return all(labels.get(k) == v for k, v in selector.items())

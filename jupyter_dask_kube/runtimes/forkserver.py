@@ -27,6 +27,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,31 @@ _PACKET = 1 << 20
 
 def forkable(argv: list[str]) -> bool:
     return len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m" and argv[2] in MODULES
+
+
+def pre_spawn_environ() -> dict[str, str]:
+    """What a dask Nanny puts in the environment before it starts its worker's Python, computed as
+    ``distributed.nanny.Nanny`` does: ``distributed.nanny.pre-spawn-environ`` (env variables win), and a fixed
+    PYTHONHASHSEED so that every worker hashes alike (distributed#8400)."""
+    from distributed.nanny import _get_env_variables
+
+    env = _get_env_variables("distributed.nanny.pre-spawn-environ")
+    if env.get("PYTHONHASHSEED") in (None, "0"):
+        env["PYTHONHASHSEED"] = "6640"
+    return env
+
+
+def server_environment(base: dict[str, str]) -> dict[str, str]:
+    """The fork server's environment: ``base`` plus the nanny's pre-spawn variables. Those act only as a Python
+    starts (glibc's malloc trim threshold, BLAS threads when numpy is imported, the hash seed), and a fork
+    inherits them from its server: so a nanny's worker, forked, starts as a spawned one would. (Pods' own
+    environments replace os.environ in every fork; these values only shape the interpreter.)"""
+    try:
+        extra = pre_spawn_environ()
+    except Exception as exc:  # a broken dask config: the pods will say so; the server starts without
+        logger.warning("fork server: no nanny pre-spawn environment (%r); nanny workers will be spawned", exc)
+        extra = {}
+    return {**base, **extra}
 
 
 # -- the runner's side -----------------------------------------------------------------------------
@@ -69,7 +95,7 @@ class ForkServer:
         self.forked = 0  # processes started as forks (for diagnostics and tests)
         self._send_lock = asyncio.Lock()
         self._sock: socket.socket | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._popen: subprocess.Popen | None = None
         self._reader: asyncio.Task | None = None
         self._starting: dict[int, asyncio.Future] = {}
         self._running: dict[int, ForkedProcess] = {}
@@ -87,27 +113,38 @@ class ForkServer:
         except RuntimeError:
             return False
 
-    async def _ensure(self) -> None:
-        if self._sock is not None:
+    def start(self) -> None:
+        """Start the server process now (it imports in the background); idempotent, needs no event loop.
+
+        The extension calls this as it loads, so the first cluster finds distributed already imported."""
+        if self._popen is not None or self.broken:
             return
         from .localpod import _child_setup, base_environment
 
-
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", __name__, str(theirs.fileno()), pass_fds=[theirs.fileno()],
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 # Forks keep this process's initial environment in /proc/<pid>/environ: no secrets in it.
-                env=base_environment(),
+                # Plus what a nanny sets before its worker's Python starts (see server_environment).
+                env=server_environment(base_environment()),
                 # the same die-with-the-runner rule as every pod process
                 preexec_fn=functools.partial(_child_setup, os.getpid()))
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.setblocking(False)
         self._sock = ours
-        self._loop = asyncio.get_running_loop()
-        self._reader = asyncio.create_task(self._read())
+
+    async def _ensure(self) -> None:
+        """Started, and read on this event loop."""
+        self.start()
+        if self._reader is None:
+            self._loop = asyncio.get_running_loop()
+            self._reader = asyncio.create_task(self._read())
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str) -> ForkedProcess:
         loop = asyncio.get_running_loop()
@@ -190,12 +227,11 @@ class ForkServer:
         """Stop the server (its remaining children die with it). Callable from any event loop."""
         if self._sock is not None:
             self._sock.close()
-        proc, same_loop = self._proc, self._loop is asyncio.get_running_loop()
-        if proc is not None and proc.returncode is None:
+        proc, same_loop = self._popen, self._loop is asyncio.get_running_loop()
+        if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
-            if same_loop:
-                await proc.wait()
+            await asyncio.to_thread(proc.wait, 10)
         if self._reader is not None and not self._reader.done():
             if same_loop:
                 self._reader.cancel()
@@ -245,6 +281,8 @@ def _run_child(sock: socket.socket, wakeup: int, msg: dict, out: int, ready: int
                 lg.removeHandler(handler)
         initialize_logging(dask.config.config)
         argv = msg["argv"]
+        if argv[2] == "distributed.cli.dask_worker" and "--no-nanny" not in argv:
+            _fork_nanny_workers()
         sys.argv = [argv[2], *argv[3:]]
         runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
         code = 0
@@ -265,6 +303,90 @@ def _run_child(sock: socket.socket, wakeup: int, msg: dict, out: int, ready: int
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+#: This server's environment as it started (what forks inherit at the interpreter level).
+_STARTED_WITH: dict[str, str] = {}
+
+
+def _fork_nanny_workers() -> bool:
+    """In a nanny worker's pod, before the CLI runs: let the nanny start its worker process as a fork of this
+    (already imported) process instead of a fresh Python, when that changes nothing the worker would see.
+
+    The means is multiprocessing's own forkserver, whose server process here is a fork of this pod's process made
+    now, while it has one thread, instead of a new ``python -c 'from multiprocessing.forkserver import main...'``.
+    The nanny's worker then starts exactly as under forkserver: a child of that server, in the pod's process
+    group (stopped and memory-limited with the pod), with its environment and dask config sent by the nanny
+    (``WorkerProcess._run`` applies ``env`` and ``config``); the nanny kills, restarts and watches it as ever.
+    dask's config is left as it was (the worker reads ``multiprocessing-method: spawn`` as under spawn); only
+    the nanny's choice of context is switched. Not done when the pod asks for a multiprocessing method, or
+    when its pre-spawn variables differ from the ones this server's Python started with.
+    """
+    import dask.config
+
+    if "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD" in os.environ:
+        return False
+    if dask.config.get("distributed.worker.multiprocessing-method", "spawn") != "spawn":
+        return False
+    try:
+        if any(_STARTED_WITH.get(k) != v for k, v in pre_spawn_environ().items()):
+            return False
+        import multiprocessing
+        import multiprocessing.forkserver
+        import multiprocessing.util
+
+        import distributed.nanny
+        import distributed.process
+
+        # The one variable a nanny sets for its children before each start (distributed.proctitle): the
+        # worker forked from the server made now must find it too. Its value is this process's pid either way.
+        import distributed.proctitle
+
+        distributed.proctitle.enable_proctitle_on_children()
+        spawnv = multiprocessing.util.spawnv_passfds
+        multiprocessing.util.spawnv_passfds = functools.partial(_fork_instead_of_spawn, spawnv)
+        try:
+            multiprocessing.forkserver.ensure_running()  # its resource tracker is forked the same way
+        finally:
+            multiprocessing.util.spawnv_passfds = spawnv
+        context = multiprocessing.get_context("forkserver")
+        # where the nanny picks the context of its queues and of its worker's process
+        distributed.nanny.get_mp_context = distributed.process.get_mp_context = lambda: context
+        return True
+    except Exception:  # whatever went wrong, the nanny still spawns its worker as usual
+        import traceback
+
+        traceback.print_exc()
+        return False
+
+
+def _fork_instead_of_spawn(spawnv, path: str, args: list[str], passfds) -> int:
+    """``multiprocessing.util.spawnv_passfds`` for multiprocessing's own helper servers (``python -c 'from
+    multiprocessing.<module> import main; main(...)'``): run that code in a fork, holding only ``passfds``
+    and stdio as the new process would. Anything else is spawned as asked."""
+    code = args[-1] if len(args) >= 2 and args[-2] == "-c" else ""
+    if not code.startswith("from multiprocessing."):
+        return spawnv(path, args, passfds)
+    keep = {0, 1, 2, *map(int, passfds)}
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 1
+    try:
+        for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
+            if fd not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        exec(code, {"__name__": "__mp_server__"})  # noqa: S102 (multiprocessing's own one-liner)
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(status)
 
 
 def _reap(sock: socket.socket) -> None:
@@ -298,6 +420,7 @@ def _preload() -> None:
 
 
 def serve(fd: int) -> None:
+    _STARTED_WITH.update(os.environ)
     _preload()
     sock = socket.socket(fileno=fd)
     rd, wakeup = os.pipe()

@@ -8,6 +8,7 @@ of pods, and it keeps runtimes interchangeable (see base.py).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import json
 import logging
@@ -29,6 +30,10 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Server-side watch length: short enough that a closed watcher's thread ends soon, long enough to be cheap.
 WATCH_TIMEOUT_SECONDS = 120
 RETRY_DELAYS = (0.1, 0.3, 0.9, 2.0)
+# Between watch reconnections after a failure (an ERROR event, a dropped or refused connection).
+WATCH_RETRY_DELAYS = (0.1, 0.3, 0.9, 2.0, 5.0)
+# How long closing a stream waits for its reading thread to finish before going on without it.
+STREAM_CLOSE_TIMEOUT = 5.0
 
 
 def in_cluster() -> bool:
@@ -81,6 +86,91 @@ def _api_error(exc: BaseException, host: str) -> RuntimeAPIError:
     return RuntimeAPIError(0, "Unreachable", f"Kubernetes API at {host} is unreachable: {exc}")
 
 
+class _WatchStream:
+    """One watch request, read by its own thread. Everything it reports to the reader is tagged with
+    it, so the reader drops what a stream it already replaced still says."""
+
+    def __init__(self, runtime: KubernetesRuntime, label_selector: str, rv: str | None, loop, queue: asyncio.Queue):
+        self.runtime = runtime
+        self.label_selector = label_selector
+        self.rv = rv
+        self.loop = loop
+        self.queue = queue
+        self.stop = threading.Event()
+        self.resp = None
+        self.finished = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="k8s-watch")
+
+    def start(self):
+        rt = self.runtime
+        with rt._streams_lock:
+            rt._streams.add(self)
+            stats = rt.watch_stats
+            stats["started"] += 1
+            stats["open"] = len(rt._streams)
+            stats["peak"] = max(stats["peak"], stats["open"])
+        self.thread.start()
+
+    def _tell(self, callback, *args):
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def _run(self):
+        rt = self.runtime
+        outcome = ("end", None)
+        try:
+            resp = rt.core.list_namespaced_pod(
+                rt.namespace,
+                label_selector=self.label_selector,
+                watch=True,
+                resource_version=self.rv,
+                timeout_seconds=rt.watch_timeout,
+                allow_watch_bookmarks=True,
+                _preload_content=False,
+                _request_timeout=(10, rt.watch_timeout + 30),
+            )
+            self.resp = resp
+            if self.stop.is_set():  # closed while connecting: close() did not see the response yet
+                self.shutdown()
+            try:
+                for line in iter_resp_lines(resp):
+                    if self.stop.is_set():
+                        break
+                    if line:
+                        self._tell(self.queue.put_nowait, (self, "event", json.loads(line)))
+            finally:
+                resp.release_conn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which decides
+            outcome = ("error", exc)
+        finally:
+            with rt._streams_lock:
+                rt._streams.discard(self)
+                rt.watch_stats["open"] = len(rt._streams)
+            if not self.stop.is_set():
+                self._tell(self.queue.put_nowait, (self, *outcome))
+            self._tell(self.finished.set)
+
+    def shutdown(self):
+        """Stop reading; unblocks the thread's read at once (urllib3 >= 2.3)."""
+        self.stop.set()
+        resp = self.resp
+        if resp is not None:
+            try:
+                resp.shutdown()
+            except Exception:
+                pass
+
+    async def close(self):
+        """Stop reading and wait for the thread to finish, so the next stream is the only one."""
+        self.shutdown()
+        try:
+            await asyncio.wait_for(self.finished.wait(), STREAM_CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("pod watch thread did not end within %ss", STREAM_CLOSE_TIMEOUT)
+
+
 class KubernetesRuntime(PodRuntime):
     backend = "kubernetes"
 
@@ -106,7 +196,13 @@ class KubernetesRuntime(PodRuntime):
         self.core = k8s.CoreV1Api(self.api_client)
         self.authz = k8s.AuthorizationV1Api(self.api_client)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="k8s-api")
-        self._watches: set[threading.Event] = set()
+        #: Server-side length of one watch request (seconds); tests shorten it to provoke reconnections.
+        self.watch_timeout = WATCH_TIMEOUT_SECONDS
+        #: Watch counters: streams started, open now and at most at once, ERROR events, stream errors,
+        #: relists, and messages dropped from streams already replaced.
+        self.watch_stats: collections.Counter = collections.Counter()
+        self._streams: set[_WatchStream] = set()
+        self._streams_lock = threading.Lock()
         super().__init__(namespace or _default_namespace(kubeconfig, context))
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -207,57 +303,48 @@ class KubernetesRuntime(PodRuntime):
         resp = await self._call(self.core.read_namespaced_pod_log, name, self.namespace, **kwargs)
         return resp.data.decode("utf-8", errors="replace")
 
+    def _watch_delay(self, failures: int) -> float:
+        return WATCH_RETRY_DELAYS[min(failures, len(WATCH_RETRY_DELAYS)) - 1] if failures else 0.0
+
     async def watch_pods(self, label_selector: str = "", resource_version: str | None = None) -> AsyncIterator[WatchEvent]:
         """List then watch, resuming from the last resourceVersion; relist on 410 Gone.
 
         A relist after 410 is diffed against what this watcher has seen, so callers still get one
-        consistent stream of ADDED/MODIFIED/DELETED.
+        consistent stream of ADDED/MODIFIED/DELETED. One watch request is open at a time: a stream that
+        ended (ERROR event, dropped connection) is closed and its thread finished before the next one
+        starts, and whatever it still sends is dropped. Every interruption but a clean server-side end
+        backs off before reconnecting, so an API server that keeps failing is not hammered.
         """
         known: dict[str, dict] = {}
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        stop = threading.Event()
-        self._watches.add(stop)
-        holder: dict = {}
+        stats = self.watch_stats
+        current: list[_WatchStream] = []
 
         async def relist():
             listing = await self._list_pods_raw(label_selector)
+            stats["relists"] += 1
             seen = set()
             events = []
             for pod in listing["items"]:
                 name = pod["metadata"]["name"]
                 seen.add(name)
-                events.append(WatchEvent("MODIFIED" if name in known else "ADDED", pod))
+                old = known.get(name)
+                if old is None:
+                    events.append(WatchEvent("ADDED", pod))
+                elif old["metadata"].get("resourceVersion") != pod["metadata"].get("resourceVersion"):
+                    events.append(WatchEvent("MODIFIED", pod))
             for name in set(known) - seen:
                 events.append(WatchEvent("DELETED", known[name]))
             return listing["metadata"].get("resourceVersion"), events
 
-        def stream(rv: str):
-            """Blocking: one watch request; pushes ("event", dict) / ("end", rv) / ("error", exc)."""
-            try:
-                resp = self.core.list_namespaced_pod(
-                    self.namespace,
-                    label_selector=label_selector,
-                    watch=True,
-                    resource_version=rv,
-                    timeout_seconds=WATCH_TIMEOUT_SECONDS,
-                    allow_watch_bookmarks=True,
-                    _preload_content=False,
-                    _request_timeout=(10, WATCH_TIMEOUT_SECONDS + 30),
-                )
-                holder["resp"] = resp
-                try:
-                    for line in iter_resp_lines(resp):
-                        if stop.is_set():
-                            break
-                        if line:
-                            loop.call_soon_threadsafe(queue.put_nowait, ("event", json.loads(line)))
-                finally:
-                    resp.release_conn()
-                loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
-            except BaseException as exc:  # noqa: BLE001 - handed to the loop, which decides
-                if not stop.is_set():
-                    loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+        def apply(ev: WatchEvent) -> WatchEvent:
+            name = ev.object["metadata"]["name"]
+            if ev.type == "DELETED":
+                known.pop(name, None)
+            else:
+                known[name] = ev.object
+            return ev
 
         rv = resource_version
         failures = 0
@@ -265,65 +352,83 @@ class KubernetesRuntime(PodRuntime):
             if rv is None:
                 rv, events = await relist()
                 for ev in events:
-                    known[ev.object["metadata"]["name"]] = ev.object
-                    yield ev
+                    yield apply(ev)
                 yield WatchEvent("SYNCED", {})
             while True:
-                thread = threading.Thread(target=stream, args=(rv,), daemon=True, name="k8s-watch")
-                thread.start()
+                s = _WatchStream(self, label_selector, rv, loop, queue)
+                current[:] = [s]
+                s.start()
+                got_events = False
+                started = loop.time()
                 while True:
-                    kind, payload = await queue.get()
+                    source, kind, payload = await queue.get()
+                    if source is not s:  # a closed stream's late words (its "end" once restarted a watch)
+                        stats["stale_dropped"] += 1
+                        continue
                     if kind == "event":
                         etype, obj = payload.get("type"), payload.get("object") or {}
                         if etype == "ERROR":
+                            stats["error_events"] += 1
+                            failures += 1
                             if obj.get("code") == 410:
                                 rv = None  # too old: relist below
+                            logger.warning("pod watch ERROR %s %s: %s", obj.get("code"), obj.get("reason"), obj.get("message"))
                             break
                         new_rv = obj.get("metadata", {}).get("resourceVersion")
                         if new_rv:
                             rv = new_rv
+                        got_events = True
+                        failures = 0
                         if etype == "BOOKMARK":
                             continue
-                        failures = 0
-                        name = obj["metadata"]["name"]
-                        if etype == "DELETED":
-                            known.pop(name, None)
-                        else:
-                            known[name] = obj
-                        yield WatchEvent(etype, obj)
+                        yield apply(WatchEvent(etype, obj))
                     elif kind == "end":
+                        # A clean end (the server's timeoutSeconds) resumes at once; one that came with
+                        # nothing and at once is a failure in disguise (a proxy closing the stream).
+                        if not got_events and loop.time() - started < 1.0:
+                            failures += 1
                         break
                     else:  # error: back off, then resume from the last version seen
                         err = _api_error(payload, self.host)
+                        stats["errors"] += 1
                         if err.status == 410:
                             rv = None
                         failures += 1
                         logger.warning("pod watch interrupted (%s); resuming", err)
-                        await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
                         break
+                await s.close()
+                current.clear()
+                if failures:
+                    await asyncio.sleep(self._watch_delay(failures))
                 while rv is None:  # relist until it works: a cache that stops updating would be worse
                     try:
                         rv, events = await relist()
                     except RuntimeAPIError as err:
                         failures += 1
                         logger.warning("pod relist failed (%s); retrying", err)
-                        await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+                        await asyncio.sleep(self._watch_delay(failures))
                         continue
                     for ev in events:
-                        if ev.type == "DELETED":
-                            known.pop(ev.object["metadata"]["name"], None)
-                        else:
-                            known[ev.object["metadata"]["name"]] = ev.object
-                        yield ev
+                        yield apply(ev)
         finally:
-            stop.set()
-            self._watches.discard(stop)
-            resp = holder.get("resp")
-            if resp is not None:
-                try:  # unblocks the thread's read at once (urllib3 >= 2.3)
-                    resp.shutdown()
-                except Exception:
-                    pass
+            for s in current:
+                s.shutdown()
+
+    async def pod_events(self, name: str) -> list[dict]:
+        """Events about one pod (the scheduler's and the autoscaler's words); [] when events may not be read:
+        they only ever end a wait early, so a Role without them costs nothing but that."""
+        try:
+            resp = await self._call(
+                self.core.list_namespaced_event,
+                self.namespace,
+                field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}",
+                _preload_content=False,
+            )
+        except RuntimeAPIError as err:
+            if err.status in (403, 404):
+                return []
+            raise
+        return self._json(resp).get("items") or []
 
     # -- services --------------------------------------------------------------------------------
     async def create_service(self, manifest: dict) -> dict:
@@ -363,7 +468,7 @@ class KubernetesRuntime(PodRuntime):
         return bool(self._json(resp).get("status", {}).get("allowed"))
 
     async def close(self) -> None:
-        for stop in list(self._watches):
-            stop.set()
+        for s in list(self._streams):
+            s.shutdown()
         self._pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.api_client.close)

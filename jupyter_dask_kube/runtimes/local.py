@@ -19,13 +19,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 from . import loopback
-from .base import (
-    PodRuntime,
-    RuntimeAPIError,
-    WatchEvent,
-    matches_selector,
-    parse_selector,
-)
+from ..selectors import SelectorError, label_matcher
+from .base import PodRuntime, RuntimeAPIError, WatchEvent
 from .localpod import LocalPodRunner, now
 
 __all__ = ["LocalPodRunner", "LocalRuntime"]
@@ -34,6 +29,13 @@ logger = logging.getLogger(__name__)
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _HISTORY = 2000  # events kept for watches resuming from a resourceVersion
+
+
+def _matcher(label_selector: str):
+    try:
+        return label_matcher(label_selector)
+    except SelectorError as e:
+        raise RuntimeAPIError(400, "BadRequest", str(e)) from None
 
 
 def _suffix(n: int = 5) -> str:
@@ -70,8 +72,8 @@ class LocalRuntime(PodRuntime):
         rv = int(obj["metadata"]["resourceVersion"])
         self._history.append((rv, type_, copy.deepcopy(obj)))
         labels = obj["metadata"].get("labels")
-        for selector, queue in list(self._watchers):
-            if matches_selector(labels, selector):
+        for matches, queue in list(self._watchers):
+            if matches(labels):
                 queue.put_nowait(WatchEvent(type_, copy.deepcopy(obj)))
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -171,8 +173,8 @@ class LocalRuntime(PodRuntime):
         return copy.deepcopy(pod) if pod is not None else None
 
     async def list_pods(self, label_selector: str = "") -> list[dict]:
-        selector = parse_selector(label_selector)
-        return [copy.deepcopy(p) for p in self._pods.values() if matches_selector(p["metadata"].get("labels"), selector)]
+        matches = _matcher(label_selector)
+        return [copy.deepcopy(p) for p in self._pods.values() if matches(p["metadata"].get("labels"))]
 
     async def annotate_pod(self, name: str, annotations: dict[str, str | None]) -> None:
         pod = self._pods.get(name)
@@ -227,20 +229,20 @@ class LocalRuntime(PodRuntime):
             raise RuntimeAPIError(400, "BadRequest", str(e.args[0])) from None
 
     def watch_pods(self, label_selector: str = "", resource_version: str | None = None) -> AsyncIterator[WatchEvent]:
-        return self._watch(parse_selector(label_selector), resource_version)
+        return self._watch(_matcher(label_selector), resource_version)
 
-    async def _watch(self, selector: dict, resource_version: str | None) -> AsyncIterator[WatchEvent]:
+    async def _watch(self, matches, resource_version: str | None) -> AsyncIterator[WatchEvent]:
         queue: asyncio.Queue = asyncio.Queue()
         if resource_version in (None, "", "0"):
             backlog = [WatchEvent("ADDED", copy.deepcopy(p)) for p in self._pods.values()
-                       if matches_selector(p["metadata"].get("labels"), selector)]
+                       if matches(p["metadata"].get("labels"))]
         else:
             rv = int(resource_version)
             if rv < self._last_rv and (not self._history or self._history[0][0] > rv + 1):
                 raise RuntimeAPIError(410, "Expired", f"too old resource version: {rv} ({self._last_rv})")
             backlog = [WatchEvent(t, copy.deepcopy(o)) for r, t, o in self._history
-                       if r > rv and o.get("kind") == "Pod" and matches_selector(o["metadata"].get("labels"), selector)]
-        watcher = (selector, queue)
+                       if r > rv and o.get("kind") == "Pod" and matches(o["metadata"].get("labels"))]
+        watcher = (matches, queue)
         self._watchers.append(watcher)
         try:
             for event in backlog:
@@ -292,35 +294,15 @@ class LocalRuntime(PodRuntime):
         return copy.deepcopy(svc)
 
     def _resolve(self, service: str, target) -> tuple[str, int] | None:
-        svc = self._services.get(service)
-        selector = (svc or {}).get("spec", {}).get("selector")
-        if not selector:
-            return None
-        candidates = [p for p in self._pods.values()
-                      if matches_selector(p["metadata"].get("labels"), selector)
-                      and "deletionTimestamp" not in p["metadata"]
-                      and p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")]
-        ready = [p for p in candidates if any(c.get("type") == "Ready" and c.get("status") == "True"
-                                              for c in p["status"].get("conditions") or [])]
-        if not (ready or candidates):
-            return None
-        pod = random.choice(ready or candidates)
-        port = target
-        if isinstance(target, str) and not target.isdigit():
-            port = next((p.get("containerPort") for c in pod["spec"].get("containers") or []
-                         for p in c.get("ports") or [] if p.get("name") == target), None)
-            if port is None:
-                return None
-        return pod["status"]["podIP"], int(port)
+        return loopback.pick_endpoint(self._services.get(service), self._pods.values(), target)
 
     async def read_service(self, name: str) -> dict | None:
         svc = self._services.get(name)
         return copy.deepcopy(svc) if svc is not None else None
 
     async def list_services(self, label_selector: str = "") -> list[dict]:
-        selector = parse_selector(label_selector)
-        return [copy.deepcopy(s) for s in self._services.values()
-                if matches_selector(s["metadata"].get("labels"), selector)]
+        matches = _matcher(label_selector)
+        return [copy.deepcopy(s) for s in self._services.values() if matches(s["metadata"].get("labels"))]
 
     async def delete_service(self, name: str) -> bool:
         svc = self._services.pop(name, None)

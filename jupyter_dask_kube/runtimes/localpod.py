@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import psutil
 
+from ..quantities import parse_quantity
 from . import loopback
 from .forkserver import ForkError, ForkServer, forkable
 
@@ -190,14 +191,9 @@ def base_environment() -> dict[str, str]:
     return env
 
 
-def _quantity(value) -> float:
-    from kubernetes.utils import parse_quantity
-    return float(parse_quantity(str(value)))
-
-
 def memory_limit(container: dict) -> int | None:
     limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
-    return int(_quantity(limit)) if limit not in (None, "") else None
+    return int(parse_quantity(limit)) if limit not in (None, "") else None
 
 
 def _field_ref(pod: dict, ip: str, path: str) -> str:
@@ -223,8 +219,8 @@ def _resource_ref(container: dict, ref: dict) -> str:
     value = ((container.get("resources") or {}).get(kind) or {}).get(what)
     if value is None:
         value = psutil.virtual_memory().total if what == "memory" else os.cpu_count()
-    divisor = _quantity(ref.get("divisor") or 1)
-    return str(math.ceil(_quantity(value) / divisor))
+    divisor = parse_quantity(ref.get("divisor") or 1)
+    return str(math.ceil(parse_quantity(value) / divisor))
 
 
 def container_env(pod: dict, container: dict, ip: str) -> dict[str, str]:
@@ -329,6 +325,19 @@ class LocalPodRunner:
             os.makedirs(log_dir, exist_ok=True)
 
     # -- public ----------------------------------------------------------------------------------
+    def start_fork_server(self) -> bool:
+        """Start the fork server now, in the background (its imports run in its own process), so that the
+        first pods find distributed imported; True when there is one. Otherwise the first pod starts it."""
+        if self.fork_server is None:
+            return False
+        try:
+            self.fork_server.start()
+        except OSError as exc:
+            logger.warning("local runtime: fork server could not start (%s); starting processes directly", exc)
+            self.fork_server.broken = str(exc)
+            return False
+        return True
+
     async def run(self, pod: dict, ip: str | None = None) -> str:
         """Start every container of ``pod``; its IP (allocated when not given)."""
         pod = copy.deepcopy(pod)

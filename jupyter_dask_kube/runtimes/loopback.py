@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 import dask.config
 
 from .. import config as _config  # noqa: F401  (loads the kubernetes.* defaults)
+from ..selectors import selects
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,31 @@ def release_address(ip: str | None) -> None:
     """Give an address from :func:`allocate_address` back."""
     with _lock:
         _handed_out.discard(ip)
+
+
+def pick_endpoint(service: dict | None, pods: Iterable[dict], target_port) -> tuple[str, int] | None:
+    """Where a connection to ``service`` goes, as kube-proxy decides it: a random Running pod with an IP that the
+    Service's selector selects and that is not terminating, preferring Ready ones; ``target_port`` (a number or
+    a container port's name) mapped on that pod. None when there is none. The one endpoint rule shared by the
+    local runtime and the node agent."""
+    selector = ((service or {}).get("spec") or {}).get("selector")
+    if not selector:
+        return None
+    candidates = [p for p in pods if selects(selector, p["metadata"].get("labels"))
+                  and not p["metadata"].get("deletionTimestamp")
+                  and (p.get("status") or {}).get("phase") == "Running" and p["status"].get("podIP")]
+    ready = [p for p in candidates if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                          for c in p["status"].get("conditions") or [])]
+    if not (ready or candidates):
+        return None
+    pod = _rng.choice(ready or candidates)
+    port = target_port
+    if isinstance(port, str) and not port.isdigit():
+        port = next((p.get("containerPort") for c in (pod.get("spec") or {}).get("containers") or []
+                     for p in c.get("ports") or [] if p.get("name") == target_port), None)
+        if port is None:
+            return None
+    return pod["status"]["podIP"], int(port)
 
 
 class ServiceProxy:

@@ -5,14 +5,16 @@ against it for real, without a cluster; admins try templates offline with ``pyth
 
 - :class:`EmulatedKubernetes`: start one (subprocess or thread), ``.url``, ``.kubeconfig``, ``.namespace``,
   ``.pid``, ``set_faults()``, ``compact()``, ``stop()``.
-- :class:`KubeEmulator`: the API server (kmock's KubernetesEmulator extended); :class:`Kubelet`: scheduler,
-  kubelet and Service proxies; :func:`serve`: both on a port in the running event loop.
+- :class:`KubeEmulator`: the API server (kmock's KubernetesEmulator extended); :class:`NodeAgent`: scheduler,
+  kubelet and kube-proxy for any API server, over HTTP through a kubeconfig; :func:`serve`: the emulator on a
+  port in the running event loop, with a node agent pointed at it.
 - :class:`EmulatorFaults`: injected errors, latency, RBAC denials, quota.
 - pytest fixtures: ``pytest_plugins = ["jupyter_dask_kube.testing.fixtures"]``.
 """
 from .emulator import ApiError, EmulatorFaults, KubeEmulator
-from .kubelet import Kubelet, NodeSpec, default_image_pull_fail, parse_node
+from .nodeagent import Autoscaler, NodeAgent, default_image_pull_fail
+from .scheduling import NodeSpec, parse_node
 from .server import EmulatedKubernetes, ServerInfo, serve, write_kubeconfig
 
-__all__ = ["ApiError", "EmulatedKubernetes", "EmulatorFaults", "KubeEmulator", "Kubelet", "NodeSpec",
+__all__ = ["ApiError", "EmulatedKubernetes", "EmulatorFaults", "KubeEmulator", "NodeAgent", "Autoscaler", "NodeSpec",
            "ServerInfo", "default_image_pull_fail", "parse_node", "serve", "write_kubeconfig"]

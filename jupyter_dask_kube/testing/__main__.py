@@ -14,7 +14,8 @@ import sys
 import tempfile
 
 from .emulator import EmulatorFaults
-from .kubelet import parse_node
+from .nodeagent import Autoscaler
+from .scheduling import parse_node
 from .server import READY_MARK, ServerInfo, serve
 
 
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", action="append", default=[], metavar="SPEC",
                    help='a node, e.g. "cpu=64,memory=256Gi,pods=500[,name=n1][,label.k=v]"; repeat for more '
                         "(default: one node emulated-node-1 with cpu=64,memory=256Gi,pods=500)")
+    p.add_argument("--autoscale-node", default=None, metavar="SPEC",
+                   help="play cluster-autoscaler: a pod that fits no node but would fit a new node of this spec "
+                        "(same form as --node) gets one after --autoscale-delay seconds")
+    p.add_argument("--autoscale-delay", type=float, default=5.0, help="seconds until an autoscaled node is up")
+    p.add_argument("--autoscale-max", type=int, default=3, help="at most this many autoscaled nodes")
     p.add_argument("--log-dir", default=None, help="directory for the pods' container output (default: in memory)")
     p.add_argument("--watch-history", type=int, default=2000,
                    help="watch events kept per resource for resumption; older resourceVersions get 410 Gone")
@@ -39,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deny", action="append", default=[], metavar="VERB:RESOURCE",
                    help="answer 403 Forbidden for this verb and resource (e.g. create:pods); repeatable")
     p.add_argument("--quota-pods", type=int, default=None, help="at most this many pods per namespace")
+    p.add_argument("--real", action="store_true",
+                   help="instead of the emulator, start a real etcd + kube-apiserver + kube-controller-manager "
+                        "v1.20.2 on 127.0.0.1 (built by `make kube-binaries`) and print admin and user kubeconfigs")
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -46,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.real:
+        from .controlplane import serve_real
+        return serve_real(namespace=args.namespace, kubeconfig=args.kubeconfig, processes=not args.no_processes)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     own_dir = None
@@ -54,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         own_dir = tempfile.mkdtemp(prefix="jdk-emulated-cluster-")
         kubeconfig = os.path.join(own_dir, "kubeconfig")
     nodes = [parse_node(n, i + 1) for i, n in enumerate(args.node)] or None
+    autoscaler = None
+    if args.autoscale_node:
+        template = parse_node(args.autoscale_node)
+        if "name=" not in args.autoscale_node:
+            template.name = "autoscaled"
+        autoscaler = Autoscaler(template, args.autoscale_delay, args.autoscale_max)
     words = [w for w in args.unpullable.split(",") if w]
     faults = EmulatorFaults(forbidden={tuple(d.split(":", 1)) for d in args.deny},
                             quota={"pods": args.quota_pods} if args.quota_pods is not None else {})
@@ -72,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(host=args.host, port=args.port, kubeconfig=kubeconfig, namespace=args.namespace,
                     run_processes=not args.no_processes, nodes=nodes, faults=faults, log_dir=args.log_dir,
-                    watch_history=args.watch_history,
+                    watch_history=args.watch_history, autoscaler=autoscaler,
                     image_pull_fail=(lambda image: any(w in image for w in words)) if words else None,
                     ready=ready, stop=stop, parent_pid=args.parent_pid)
 

@@ -38,7 +38,9 @@ import attrs
 import kmock
 from kmock._internal import rendering
 
-from .selectors import SelectorError, parse_field_selector, parse_label_selector
+from ..quantities import parse_quantity
+from ..selectors import SelectorError, parse_field_selector, parse_label_selector
+from .kubeletserver import CONTROL_HEADER
 
 try:  # orjson is several times faster for the many small JSON documents served here
     import orjson
@@ -79,6 +81,8 @@ class EmulatorFaults:
       enforcing it (to test RBAC preflight alone).
     - ``quota``: ``{"pods": 10}`` per namespace; creating beyond it answers 403 "exceeded quota".
     - ``namespaces``: when non-empty, faults apply only to requests in these namespaces.
+    - ``watch_error_event``: an HTTP status; every new watch answers 200 with one ``ERROR`` event carrying a
+      Status of that code, then ends (as kube-apiserver does on an internal error mid-watch).
     """
 
     error_rate: float = 0.0
@@ -89,13 +93,14 @@ class EmulatorFaults:
     review_denied: set[tuple[str, str]] = dataclasses.field(default_factory=set)
     quota: dict[str, int] = dataclasses.field(default_factory=dict)
     namespaces: set[str] = dataclasses.field(default_factory=set)
+    watch_error_event: int | None = None
 
     def to_json(self) -> dict:
         return {
             "error_rate": self.error_rate, "error_statuses": list(self.error_statuses), "latency": self.latency,
             "drop_watch_after": self.drop_watch_after, "forbidden": sorted(map(list, self.forbidden)),
             "review_denied": sorted(map(list, self.review_denied)), "quota": dict(self.quota),
-            "namespaces": sorted(self.namespaces),
+            "namespaces": sorted(self.namespaces), "watch_error_event": self.watch_error_event,
         }
 
     @classmethod
@@ -231,25 +236,6 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_quantity(q: Any) -> float:
-    """Kubernetes quantity ("500m", "2", "6Gi", "1.5G", "128974848", "129e6") to a float of base units."""
-    if q is None:
-        return 0.0
-    if isinstance(q, (int, float)):
-        return float(q)
-    m = _QUANTITY.match(str(q).strip())
-    if not m:
-        raise ValueError(f"quantities must match the regular expression: {q!r}")
-    number, suffix = m.groups()
-    return float(number) * _SUFFIXES[suffix] if suffix else float(number)
-
-
-_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-             "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-             "P": 1e15, "E": 1e18}
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|K|M|G|T|P|E)?$")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Patching
 def json_merge_patch(target: Any, patch: Any) -> Any:
@@ -380,7 +366,7 @@ class Res:
 
 BUILTIN_RESOURCES: dict[tuple[str, str], Res] = {
     (r.group, r.plural): r for r in [
-        Res("", "v1", "pods", "Pod", short=("po",), subresources=("status", "log")),
+        Res("", "v1", "pods", "Pod", short=("po",), subresources=("status", "log", "binding")),
         Res("", "v1", "services", "Service", short=("svc",), subresources=("status",)),
         Res("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",), subresources=("status",),
             verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
@@ -480,7 +466,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
     _watchers: dict = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
     _owners: dict = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
     _hooks: list = attrs.field(factory=list, init=False)
-    kubelet: Any = attrs.field(default=None)
+    #: the node agent's control token, for the evict/oomkill fault hooks on its kubelet port
+    node_agent_token: str | None = attrs.field(default=None)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
     _has_user_payloads: tuple | None = attrs.field(default=None, init=False)
     stats: collections.Counter = attrs.field(factory=collections.Counter, init=False)
@@ -502,7 +489,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         for item in (out or {}).get("resources", []) if isinstance(out, dict) else []:
             if "/" in item["name"]:  # subresources: the verbs they really have, no short names
                 sub = item["name"].split("/", 1)[1]
-                item["verbs"] = ["get"] if sub == "log" else ["get", "patch", "update"]
+                item["verbs"] = {"log": ["get"], "binding": ["create"]}.get(sub, ["get", "patch", "update"])
                 item["shortNames"] = []
             item["verbs"] = sorted(item["verbs"])
         return out
@@ -664,8 +651,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
             self._remove(plural, new)
         return new
 
-    def _held_by_kubelet(self, plural: str, obj: dict) -> bool:
-        return plural == "pods" and self.kubelet is not None and self.kubelet.is_stopping(obj)
+    @staticmethod
+    def _held_by_kubelet(plural: str, obj: dict) -> bool:
+        """A terminating pod bound to a node stays until its kubelet deletes it again with grace 0."""
+        return plural == "pods" and bool((obj.get("spec") or {}).get("nodeName"))
 
     def _remove(self, plural: str, obj: dict, propagation: str = "Background") -> dict:
         meta = obj["metadata"]
@@ -678,6 +667,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         gone = dict(obj, metadata=dict(meta, resourceVersion=str(self._rv)))
         self.stats["deleted"] += 1
         self._publish(plural, "DELETED", gone, obj)
+        if plural == "services" and self.allocate_ip is None:
+            from ..runtimes.loopback import release_address
+            release_address((obj.get("spec") or {}).get("clusterIP"))
         uid = meta.get("uid")
         dependents = self._owners.pop(uid, set()) if uid else set()
         if plural == "namespaces":
@@ -700,24 +692,21 @@ class KubeEmulator(kmock.KubernetesEmulator):
         meta = obj["metadata"]
         ns, name = meta.get("namespace"), meta["name"]
         propagation = propagation or "Background"
-        if plural == "pods" and self.kubelet is not None:
+        # as the real API server: a pod bound to a node and not finished is deleted gracefully (deletionTimestamp
+        # set, its kubelet stops it and deletes it again with grace 0); unbound or finished pods go at once
+        if plural == "pods" and grace != 0 and (obj.get("spec") or {}).get("nodeName") \
+                and (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            if meta.get("deletionTimestamp"):
+                return obj
             if grace is None:
-                grace = None  # the kubelet's default
-            if self.kubelet.wants_graceful(obj, grace):
-                if meta.get("deletionTimestamp"):
-                    if grace == 0:
-                        self.kubelet.force(obj)
-                        return self._remove(plural, obj, propagation)
-                    return obj
+                grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
 
-                def mark(o):
-                    o["metadata"]["deletionTimestamp"] = now_iso()
-                    o["metadata"]["deletionGracePeriodSeconds"] = 5 if grace is None else grace
-                self.kubelet.begin_stop(obj, grace)
-                new = self.update(plural, ns, name, mark)
-                if propagation == "Foreground" or propagation == "Orphan":
-                    new = self._db[plural].get((ns, name), new)
-                return new
+            def mark(o):
+                o["metadata"]["deletionTimestamp"] = now_iso()
+                o["metadata"]["deletionGracePeriodSeconds"] = grace
+            return self.update(plural, ns, name, mark)
+        if plural == "pods" and meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            return self._remove(plural, obj, propagation)
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return obj
@@ -993,7 +982,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     meta["namespace"] = ns or body_ns or "default"
                     if res.plural == "pods" and self.faults.quota and (not self.faults.namespaces or meta["namespace"] in self.faults.namespaces):
                         self._check_quota(meta["namespace"], meta.get("name") or meta.get("generateName", ""))
-                if q.get("dryRun"):
+                if q.get("dryRun"):  # validated as a real create is, and not stored
+                    if not meta.get("name") and meta.get("generateName"):
+                        meta["name"] = meta["generateName"] + "xxxxx"
+                    self._validate(res, obj)
                     return self._json(obj, 201)
                 created = self._insert(res.plural, obj, res)
                 return self._json(created, 201)
@@ -1012,6 +1004,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
         key = (ns, r.name)
+        if r.sub == "binding" and res.plural == "pods" and method == "POST":
+            obj = table.get(key)
+            if obj is None:
+                raise not_found(res.plural, r.name)
+            return self._json(self._bind(obj, await self._read_json(raw)), 201)
         if r.sub == "log" and res.plural == "pods":
             if key not in table:
                 raise not_found(res.plural, r.name)
@@ -1206,6 +1203,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
         resp.enable_chunked_encoding()
         await resp.prepare(raw)
 
+        code = self.faults.watch_error_event
+        if code and raw.headers.get(NO_FAULTS_HEADER) is None and (not self.faults.namespaces
+                                                                   or ns in self.faults.namespaces):
+            self.stats["faults_watch_error_event"] += 1
+            error = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                                 "status": "Failure", "code": int(code), "reason": "InternalError",
+                                                 "message": "an error on the server (\"injected watch error\") has "
+                                                            "prevented the request from succeeding"}}
+            await resp.write(dumps(error) + b"\n")
+            await resp.write_eof()
+            return resp
         rv_param = q.get("resourceVersion")
         watcher = _Watcher(ns, r.name)
         backlog: list[bytes] = []
@@ -1274,6 +1282,32 @@ class KubeEmulator(kmock.KubernetesEmulator):
             self._watchers[res.plural].discard(watcher)
         return resp
 
+    # -- pods/binding (what a scheduler posts) ------------------------------------------------------------
+    def _bind(self, pod: dict, body: Any) -> dict:
+        name = pod["metadata"]["name"]
+        target = (body or {}).get("target") or {} if isinstance(body, dict) else {}
+        if not target.get("name"):
+            raise invalid("Binding", name, [("target.name", "FieldValueRequired", "Required value")])
+        uid = ((body.get("metadata") or {}).get("uid"))
+        if uid and uid != pod["metadata"]["uid"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": '
+                           f"the UID in the precondition ({uid}) does not match the UID in record "
+                           f'({pod["metadata"]["uid"]}). The object might have been deleted and then recreated')
+        if pod["metadata"].get("deletionTimestamp"):
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} '
+                           "is being deleted, cannot be assigned to a host")
+        if pod["spec"].get("nodeName"):
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} '
+                           f'is already assigned to node "{pod["spec"]["nodeName"]}"')
+
+        def assign(o):
+            o["spec"]["nodeName"] = target["name"]
+            status = o.setdefault("status", {})
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"] \
+                + [{"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_iso()}]
+        self.update("pods", pod["metadata"]["namespace"], name, assign)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
     # -- pods/log ---------------------------------------------------------------------------------------
     async def _serve_log(self, raw: aiohttp.web.BaseRequest, pod: dict) -> aiohttp.web.StreamResponse:
         q = raw.query
@@ -1286,16 +1320,54 @@ class KubeEmulator(kmock.KubernetesEmulator):
             container = containers[0] if containers else None
         elif container not in containers + [c["name"] for c in pod["spec"].get("initContainers") or []]:
             raise bad_request(f'container {container} is not valid for pod {pod["metadata"]["name"]}')
+        name = pod["metadata"]["name"]
+        status = pod.get("status") or {}
+        cstatus = next((c for c in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+                        if c.get("name") == container), {})
+        state = cstatus.get("state") or {}
+        if "running" not in state and "terminated" not in state and not (cstatus.get("lastState") or {}).get("terminated"):
+            reason = (state.get("waiting") or {}).get("reason") or "ContainerCreating"
+            if reason in ("ImagePullBackOff", "ErrImagePull"):
+                raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: trying and '
+                                  "failing to pull image")
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+        # as the real API server: the text comes from the kubelet's HTTPS port on the pod's node
         tail = q.get("tailLines")
-        text = ""
-        if self.kubelet is not None:
-            text = await self.kubelet.logs(pod, container, int(tail) if tail else None)
-        elif pod.get("status", {}).get("phase") == "Pending":
-            raise bad_request(f'container "{container}" in pod "{pod["metadata"]["name"]}" is waiting to start: '
-                              "ContainerCreating")
-        if isinstance(text, ApiError):
-            raise text
+        params = {"tailLines": tail} if tail else None
+        text = await self._to_kubelet(pod, "GET", f"/containerLogs/{pod['metadata']['namespace']}/{name}/{container}",
+                                      params=params, missing_ok=True)
         return aiohttp.web.Response(text=text or "", content_type="text/plain")
+
+    async def _to_kubelet(self, pod: dict, method: str, path: str, *, params: dict | None = None,
+                          json_body: dict | None = None, missing_ok: bool = False) -> Any:
+        """A request to the kubelet port of the pod's node (status.addresses InternalIP, daemonEndpoints)."""
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node = self.get("nodes", None, node_name) if node_name else None
+        if node is None:
+            raise bad_request(f'pod "{pod["metadata"]["name"]}" is not bound to a node with a kubelet')
+        nstatus = node.get("status") or {}
+        ip = next((a["address"] for a in nstatus.get("addresses") or [] if a.get("type") == "InternalIP"), None)
+        port = ((nstatus.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+        if not ip or not port:
+            raise bad_request(f'node "{node_name}" has no kubelet endpoint')
+        headers = {CONTROL_HEADER: self.node_agent_token} if self.node_agent_token else {}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \
+                    session.request(method, f"https://{ip}:{port}{path}", params=params, json=json_body,
+                                    headers=headers, ssl=False) as resp:
+                text = await resp.text()
+                if resp.status == 404 and missing_ok:
+                    return ""
+                if resp.status >= 400:
+                    try:
+                        message = loads(text).get("message", text)
+                    except ValueError:
+                        message = text
+                    raise ApiError(resp.status if resp.status in (400, 403, 404) else 500,
+                                   "BadRequest" if resp.status == 400 else "InternalError", message)
+                return loads(text) if resp.content_type == "application/json" else text
+        except aiohttp.ClientError as e:
+            raise ApiError(500, "InternalError", f'Get "https://{ip}:{port}{path}": {e}')
 
     # -- SelfSubjectAccessReview ---------------------------------------------------------------------------
     def _serve_ssar(self, body: dict) -> aiohttp.web.Response:
@@ -1329,13 +1401,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
             ns, name, action = m.groups()
             if self.get("pods", ns, name) is None:
                 raise not_found("pods", name)
-            if self.kubelet is None:
-                raise bad_request("no kubelet: nothing runs pods here")
             body = await self._read_json(raw, required=False) or {}
             if action == "evict":
-                pod = await self.kubelet.evict(ns, name, message=body.get("message") or EVICTION_MESSAGE)
-            else:
-                pod = await self.kubelet.oom_kill(ns, name, container=body.get("container"))
+                body = {"message": body.get("message") or EVICTION_MESSAGE}
+            pod = await self._to_kubelet(self.get("pods", ns, name), "POST", f"/jdk/{action}/{ns}/{name}",
+                                         json_body=body)
             return self._json(pod)
         if what == "compact" and raw.method == "POST":
             return self._json({"compacted": self.compact()})

@@ -5,6 +5,11 @@
   attributes pointing at that cluster is yielded instead, so the same test bodies run there.
 - ``emulated_kubernetes_noproc`` (session): the no-process mode (pods Running at once, nothing runs).
 - ``kubeconfig_env`` (function): ``KUBECONFIG`` set to the emulated cluster's kubeconfig for one test.
+- ``kube_target`` (function, parametrized): the same test body on every Kubernetes target: ``emulator``, ``real``
+  (a kube-apiserver built from source, with the node agent: needs ``make kube-binaries``) and, when
+  ``JDK_TEST_REAL_KUBECONFIG`` is set, ``kubeconfig`` (the cluster it names). Each target has ``kubeconfig``,
+  ``namespace``, ``url``, ``pid`` (the process its pods' processes run under; None when not on this machine),
+  ``api()`` and the fault methods (which skip the test where faults cannot be injected).
 - :func:`kube_api`: a ``kubernetes.client.CoreV1Api`` for such an object.
 """
 from __future__ import annotations
@@ -15,7 +20,8 @@ import pytest
 
 from .server import EmulatedKubernetes
 
-__all__ = ["RealKubernetes", "kube_api", "emulated_kubernetes", "emulated_kubernetes_noproc", "kubeconfig_env"]
+__all__ = ["BACKEND_PARAMS", "KUBE_TARGETS", "backend_target", "RealKubernetes", "kube_api", "kube_target", "kube_target_for", "emulated_kubernetes",
+           "emulated_kubernetes_noproc", "kubeconfig_env", "real_control_plane"]
 
 
 class RealKubernetes:
@@ -87,3 +93,101 @@ def emulated_kubernetes_noproc():
 def kubeconfig_env(emulated_kubernetes, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", emulated_kubernetes.kubeconfig)
     return emulated_kubernetes.kubeconfig
+
+
+# --- Kubernetes targets: one test body, three API servers (helper B) -----------------------------------------
+#: Targets ``kube_target`` runs a test on.
+KUBE_TARGETS = ["emulator", "real"] + (["kubeconfig"] if os.environ.get("JDK_TEST_REAL_KUBECONFIG") else [])
+
+
+class _OnRealControlPlane(RealKubernetes):
+    """The source-built control plane presented like :class:`EmulatedKubernetes`: its node agent runs in this
+    process (a thread), so ``pid`` is this process."""
+
+    def __init__(self, plane):
+        self.plane = plane
+        self.kubeconfig = plane.kubeconfig
+        self.namespace = plane.namespace
+        self.url = plane.url
+        self.pid = os.getpid()
+        self.processes = True
+
+    def in_namespace(self, namespace: str) -> _OnRealControlPlane:
+        """The same plane seen from a namespace of its own (created; admin kubeconfig whose context uses it),
+        for tests that act on a whole namespace."""
+        import yaml
+
+        self.plane.create_namespace(namespace)
+        with open(self.plane.kubeconfig) as f:
+            config = yaml.safe_load(f)
+        for ctx in config.get("contexts") or []:
+            ctx.setdefault("context", {})["namespace"] = namespace
+        path = os.path.join(os.path.dirname(self.plane.kubeconfig), f"admin-{namespace}.kubeconfig")
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f)
+        other = _OnRealControlPlane(self.plane)
+        other.kubeconfig, other.namespace = path, namespace
+        return other
+
+
+@pytest.fixture(scope="session")
+def emulated_kubernetes_only(emulated_kubernetes):
+    """The emulator, even when ``JDK_TEST_REAL_KUBECONFIG`` points ``emulated_kubernetes`` elsewhere."""
+    if isinstance(emulated_kubernetes, EmulatedKubernetes):
+        yield emulated_kubernetes
+        return
+    with EmulatedKubernetes(processes=True) as emu:
+        yield emu
+
+
+def kube_target_for(request, target: str):
+    """The object for one of :data:`KUBE_TARGETS` (fixtures are made on first use, once per session)."""
+    if target == "emulator":
+        return request.getfixturevalue("emulated_kubernetes_only")
+    if target == "real":
+        return _OnRealControlPlane(request.getfixturevalue("real_control_plane"))
+    if target == "kubeconfig":
+        real = os.environ.get("JDK_TEST_REAL_KUBECONFIG")
+        if not real:
+            pytest.skip("JDK_TEST_REAL_KUBECONFIG is not set")
+        target = RealKubernetes(real)
+        target.pid = None
+        return target
+    raise ValueError(f"unknown Kubernetes target {target!r}")
+
+
+#: Backend parameters for tests written for both runtimes: "local", then "kubernetes" (on the emulator) and
+#: "kubernetes-<target>" for every other Kubernetes target.
+BACKEND_PARAMS = ["local", "kubernetes", *(f"kubernetes-{t}" for t in KUBE_TARGETS if t != "emulator")]
+
+
+def backend_target(request, param: str | None = None):
+    """For a test parametrized over :data:`BACKEND_PARAMS`: None for "local", else its Kubernetes target."""
+    param = param or request.node.callspec.params["backend"]
+    if param == "local":
+        return None
+    return kube_target_for(request, param.split("-", 1)[1] if "-" in param else "emulator")
+
+
+@pytest.fixture(params=KUBE_TARGETS)
+def kube_target(request):
+    return kube_target_for(request, request.param)
+
+
+# --- real control plane (helper A) ---------------------------------------------------------------------------
+# Building kube-apiserver takes minutes, so pytest never builds it: `make kube-binaries` does (make test and
+# .ci/run run it first). Missing binaries skip this tier locally, and fail it in CI.
+@pytest.fixture(scope="session")
+def real_control_plane():
+    """A :class:`~jupyter_dask_kube.testing.controlplane.RealControlPlane` (etcd, kube-apiserver,
+    kube-controller-manager v1.20.2 on 127.0.0.1) with a node agent running pods as processes, for the
+    whole session."""
+    from .controlplane import RealControlPlane, missing
+
+    why = missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and the real control plane cannot start: {why}", pytrace=False)
+        pytest.skip(why)
+    with RealControlPlane(node_agent=True) as cp:
+        yield cp

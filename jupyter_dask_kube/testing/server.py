@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 import aiohttp.web
 
-from .emulator import EmulatorFaults, KubeEmulator
-from .kubelet import Kubelet, NodeSpec, default_image_pull_fail, parse_node
+from .emulator import NO_FAULTS_HEADER, EmulatorFaults, KubeEmulator
+from .nodeagent import Autoscaler, NodeAgent, default_image_pull_fail
+from .scheduling import NodeSpec, parse_node
 
 log = logging.getLogger("jupyter_dask_kube.testing")
 
@@ -58,34 +59,45 @@ class ServerInfo:
     kubeconfig: str | None
     namespace: str
     emulator: KubeEmulator
-    kubelet: Kubelet
+    agent: NodeAgent
 
 
 async def serve(*, host: str = "127.0.0.1", port: int = 0, kubeconfig: str | None = None,
                 namespace: str = "default", run_processes: bool = True, nodes: list[NodeSpec] | None = None,
                 faults: EmulatorFaults | None = None, log_dir: str | None = None, watch_history: int = 2000,
                 image_pull_fail: Callable[[str], bool] | None = default_image_pull_fail,
+                autoscaler: Autoscaler | None = None,
                 ready: Callable[[ServerInfo], None] | None = None, stop: asyncio.Event | None = None,
                 parent_pid: int | None = None) -> None:
-    """Serve an emulated cluster until ``stop`` is set (or the task is cancelled, or ``parent_pid`` exits);
-    then stop every pod's processes and delete the pods."""
+    """Serve an emulated API server, and a :class:`NodeAgent` that reaches it over HTTP through the kubeconfig
+    (as it would a real kube-apiserver), until ``stop`` is set (or the task is cancelled, or ``parent_pid``
+    exits); then stop every pod's processes."""
     stop = stop or asyncio.Event()
     emu = KubeEmulator(namespaces=[namespace], faults=faults or EmulatorFaults(), watch_history=watch_history)
+    own_dir = None
+    if not kubeconfig:
+        own_dir = tempfile.mkdtemp(prefix="jdk-emulator-")
+        kubeconfig = os.path.join(own_dir, "kubeconfig")
     async with emu:
-        kubelet = Kubelet(emu, nodes, run_processes=run_processes, log_dir=log_dir, image_pull_fail=image_pull_fail)
         runner = aiohttp.web.ServerRunner(aiohttp.web.Server(emu, access_log=None), shutdown_timeout=1.0,
                                           handle_signals=False)
         await runner.setup()
+        agent = None
         try:
             site = aiohttp.web.TCPSite(runner, host, port, reuse_address=True)
             await site.start()
             sock = site._server.sockets[0]  # type: ignore[union-attr]
             real_port = sock.getsockname()[1]
             url = f"http://{host}:{real_port}"
-            if kubeconfig:
-                write_kubeconfig(kubeconfig, url, namespace)
+            write_kubeconfig(kubeconfig, url, namespace)
+            agent = NodeAgent(kubeconfig, nodes, run_processes=run_processes, log_dir=log_dir,
+                              image_pull_fail=image_pull_fail, autoscaler=autoscaler,
+                              # injected faults are the project's problem, not the node's: they spare the agent
+                              headers={NO_FAULTS_HEADER: "1"})
+            emu.node_agent_token = agent.control_token
+            await agent.start()
             if ready is not None:
-                ready(ServerInfo(url, real_port, kubeconfig, namespace, emu, kubelet))
+                ready(ServerInfo(url, real_port, kubeconfig, namespace, emu, agent))
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
@@ -93,8 +105,11 @@ async def serve(*, host: str = "127.0.0.1", port: int = 0, kubeconfig: str | Non
                     log.warning("parent process %s is gone: shutting down", parent_pid)
                     break
         finally:
-            await kubelet.close(delete_pods=True)
+            if agent is not None:
+                await agent.close()
             await runner.cleanup()
+            if own_dir:
+                shutil.rmtree(own_dir, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -119,7 +134,8 @@ class EmulatedKubernetes:
 
     def __init__(self, *, processes: bool = True, namespace: str = "default", nodes: list[str] | None = None,
                  in_process: bool = False, faults: EmulatorFaults | None = None, workdir: str | None = None,
-                 startup_timeout: float = 60.0, extra_args: list[str] | None = None):
+                 startup_timeout: float = 60.0, extra_args: list[str] | None = None,
+                 autoscale: tuple[str, float] | None = None):
         self.processes = processes
         self.namespace = namespace
         self.nodes = nodes
@@ -127,6 +143,7 @@ class EmulatedKubernetes:
         self.initial_faults = faults
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args or [])
+        self.autoscale = autoscale  # (node spec, delay in seconds): play cluster-autoscaler with that node
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="jdk-emulator-")
         self.kubeconfig = os.path.join(self.workdir, "kubeconfig")
@@ -137,7 +154,7 @@ class EmulatedKubernetes:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
-        self.info: ServerInfo | None = None  # in-process only: direct access to the emulator and kubelet
+        self.info: ServerInfo | None = None  # in-process only: direct access to the emulator and node agent
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> EmulatedKubernetes:
@@ -159,6 +176,8 @@ class EmulatedKubernetes:
             cmd.append("--no-processes")
         for node in self.nodes or []:
             cmd += ["--node", node]
+        if self.autoscale:
+            cmd += ["--autoscale-node", self.autoscale[0], "--autoscale-delay", str(self.autoscale[1])]
         cmd += self.extra_args
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as out:
@@ -203,9 +222,13 @@ class EmulatedKubernetes:
             self._loop = asyncio.get_running_loop()
             self._stop_event = asyncio.Event()
             nodes = [parse_node(n, i + 1) for i, n in enumerate(self.nodes or [])] or None
+            autoscaler = None
+            if self.autoscale:
+                autoscaler = Autoscaler(parse_node(self.autoscale[0]), float(self.autoscale[1]))
+                autoscaler.template.name = "autoscaled"
             await serve(kubeconfig=self.kubeconfig, namespace=self.namespace, run_processes=self.processes,
                         nodes=nodes, log_dir=os.path.join(self.workdir, "pods"), ready=on_ready,
-                        stop=self._stop_event)
+                        stop=self._stop_event, autoscaler=autoscaler)
 
         def run():
             try:
@@ -238,6 +261,8 @@ class EmulatedKubernetes:
                     self._loop.call_soon_threadsafe(self._stop_event.set)
             thread.join(timeout)
         self.url = None
+        if os.environ.get("JDK_DEBUG_EMU"):
+            shutil.copy(self.log_path, os.environ["JDK_DEBUG_EMU"])
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -1,10 +1,13 @@
-"""Kubernetes label and field selectors (parsing and matching), as the API server reads them."""
+"""Kubernetes label and field selectors (parsing and matching), as the API server reads them.
+
+One implementation for every place that filters objects: the emulated API server, the local runtime's store
+and the node agent (Service selectors). Pure."""
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 
-__all__ = ["SelectorError", "parse_label_selector", "parse_field_selector", "Matcher"]
+__all__ = ["SelectorError", "parse_label_selector", "parse_field_selector", "label_matcher", "selects", "Matcher"]
 
 Matcher = Callable[[dict], bool]
 
@@ -69,6 +72,21 @@ def parse_label_selector(selector: str | None) -> Matcher | None:
         return all(check(labels) for check in checks)
 
     return match
+
+
+def label_matcher(selector: str | dict | None) -> Matcher:
+    """A predicate over a labels dict for a selector string or a Service's ``{key: value}`` selector
+    (empty: everything). Raises :class:`SelectorError` (a ValueError) on a malformed string."""
+    if isinstance(selector, dict):
+        items = tuple(selector.items())
+        return lambda labels: all((labels or {}).get(k) == v for k, v in items)
+    return parse_label_selector(selector) or (lambda labels: True)
+
+
+def selects(selector: dict | None, labels: dict | None) -> bool:
+    """Whether a non-empty ``{key: value}`` selector (a Service's, a ReplicaSet's matchLabels) selects these
+    labels. An empty or missing selector selects nothing, as for Services."""
+    return bool(selector) and all((labels or {}).get(k) == v for k, v in selector.items())
 
 
 #: Field selectors the real API server accepts, per resource (plus metadata.name/namespace everywhere).

@@ -1,0 +1,83 @@
+"""The Kubernetes calls the runtime makes, and the RBAC permissions they need: one table, used by the status
+preflight (which permissions to check) and by the test that holds ``deploy/rbac.yaml`` to it.
+
+Pure data: no I/O.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Call(NamedTuple):
+    method: str  # the kubernetes client method the runtime calls
+    verb: str
+    resource: str
+    subresource: str = ""
+    group: str = ""
+    why: str = ""
+
+
+# Every call in runtimes/kubernetes.py (tests/test_rbac.py checks that no call is missing here).
+CALLS: tuple[Call, ...] = (
+    Call("create_namespaced_pod", "create", "pods", why="scheduler and worker pods"),
+    Call("read_namespaced_pod", "get", "pods", why="a create that raced, a pod's state"),
+    Call("list_namespaced_pod", "list", "pods", why="the pod cache's listing, clusters made elsewhere"),
+    Call("list_namespaced_pod", "watch", "pods", why="the pod cache's watch (watch=True)"),
+    Call("delete_namespaced_pod", "delete", "pods", why="scale down, close"),
+    Call("patch_namespaced_pod", "patch", "pods", why="re-adoption state in scheduler pod annotations"),
+    Call("read_namespaced_pod_log", "get", "pods", "log", why="a failed pod's last lines as its reason"),
+    Call("create_namespaced_service", "create", "services", why="the scheduler's Service"),
+    Call("read_namespaced_service", "get", "services", why="a create that raced"),
+    Call("list_namespaced_service", "list", "services", why="half-made clusters, orphans"),
+    Call("delete_namespaced_service", "delete", "services", why="close"),
+    Call("list_namespaced_event", "list", "events",
+         why="an Unschedulable pod's events: the autoscaler's NotTriggerScaleUp fails it at once (without this "
+             "permission only the start timeout applies)"),
+    # Every authenticated user may review its own access (ClusterRole system:basic-user): not in the Role.
+    Call("create_self_subject_access_review", "create", "selfsubjectaccessreviews", group="authorization.k8s.io",
+         why="the status preflight"),
+)
+
+# Granted to every authenticated user by Kubernetes' default ClusterRoles, so not part of deploy/rbac.yaml.
+DEFAULT_GRANTED = frozenset({("authorization.k8s.io", "selfsubjectaccessreviews", "", "create")})
+
+
+def required_permissions() -> list[tuple[str, str, str]]:
+    """(resource, subresource, verb) the namespace Role must grant, in table order, without duplicates."""
+    seen: list[tuple[str, str, str]] = []
+    for c in CALLS:
+        if (c.group, c.resource, c.subresource, c.verb) in DEFAULT_GRANTED:
+            continue
+        key = (c.resource, c.subresource, c.verb)
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
+def describe(resource: str, subresource: str, verb: str) -> str:
+    """``"get pods/log"``: how the status preflight names a permission."""
+    return f"{verb} {resource}{'/' + subresource if subresource else ''}"
+
+
+def role_grants(role: dict) -> set[tuple[str, str, str]]:
+    """(resource, subresource, verb) a Role's rules grant in the core API group ("*" left as is)."""
+    granted = set()
+    for rule in role.get("rules") or []:
+        if "" not in (rule.get("apiGroups") or []) and "*" not in (rule.get("apiGroups") or []):
+            continue
+        for res in rule.get("resources") or []:
+            resource, _, sub = res.partition("/")
+            for verb in rule.get("verbs") or []:
+                granted.add((resource, sub, verb))
+    return granted
+
+
+def _covers(grant: tuple[str, str, str], need: tuple[str, str, str]) -> bool:
+    (r, s, v), (need_r, need_s, need_v) = grant, need
+    return v in (need_v, "*") and (r == "*" or (r == need_r and (s == need_s or (s == "*" and bool(need_s)))))
+
+
+def missing_from(role: dict) -> list[tuple[str, str, str]]:
+    """Required permissions a Role does not grant (wildcards honoured), in table order."""
+    granted = role_grants(role)
+    return [p for p in required_permissions() if not any(_covers(g, p) for g in granted)]

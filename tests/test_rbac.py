@@ -1,0 +1,70 @@
+"""The table of Kubernetes calls (jupyter_dask_kube/rbac.py) against the runtime's code and deploy/rbac.yaml."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jupyter_dask_kube import rbac
+from jupyter_dask_kube.manager import RBAC_VERBS
+
+ROOT = Path(__file__).parents[1]
+RUNTIME = ROOT / "jupyter_dask_kube" / "runtimes" / "kubernetes.py"
+
+
+def shipped_role() -> dict:
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "rbac.yaml").read_text()) if d]
+    return next(d for d in docs if d["kind"] == "Role")
+
+
+def client_methods_called() -> set[str]:
+    """Attributes the runtime reads on its API objects (``self.core.X``, ``rt.core.X``, ``self.authz.X``)."""
+    found = set()
+    for node in ast.walk(ast.parse(RUNTIME.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
+                and node.value.attr in ("core", "authz"):
+            found.add(node.attr)
+    return found
+
+
+def test_table_lists_every_call_the_runtime_makes():
+    called = client_methods_called()
+    assert called, "no API calls found: the parser lost track of runtimes/kubernetes.py"
+    table = {c.method for c in rbac.CALLS}
+    assert called - table == set(), "calls missing from rbac.CALLS"
+    assert table - called == set(), "rbac.CALLS lists calls the runtime no longer makes"
+
+
+def test_shipped_role_grants_every_needed_permission_and_nothing_else():
+    role = shipped_role()
+    assert rbac.missing_from(role) == []
+    granted = rbac.role_grants(role)
+    assert granted - set(rbac.required_permissions()) == set(), "deploy/rbac.yaml grants more than the runtime uses"
+
+
+def test_preflight_checks_exactly_the_table():
+    assert RBAC_VERBS == rbac.required_permissions()
+    assert ("pods", "", "watch") in RBAC_VERBS and ("pods", "log", "get") in RBAC_VERBS
+    # Every authenticated user may create a SelfSubjectAccessReview: checking it would be circular.
+    assert all(r != "selfsubjectaccessreviews" for r, _, _ in RBAC_VERBS)
+
+
+@pytest.mark.parametrize("rules, missing", [
+    ([], rbac.required_permissions()),
+    ([{"apiGroups": [""], "resources": ["*"], "verbs": ["*"]}], []),
+    ([{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["*"]}], rbac.required_permissions()),
+    ([{"apiGroups": [""], "resources": ["pods", "services", "events"], "verbs": ["*"]}], [("pods", "log", "get")]),
+    ([{"apiGroups": [""], "resources": ["pods", "pods/*", "services", "events"], "verbs": ["*"]}], []),
+    ([{"apiGroups": [""], "resources": ["pods", "pods/log", "services", "events"], "verbs": ["get", "list", "watch"]}],
+     [("pods", "", "create"), ("pods", "", "delete"), ("pods", "", "patch"),
+      ("services", "", "create"), ("services", "", "delete")]),
+])
+def test_missing_from_honours_groups_and_wildcards(rules, missing):
+    assert sorted(rbac.missing_from({"rules": rules})) == sorted(missing)
+
+
+def test_describe():
+    assert rbac.describe("pods", "log", "get") == "get pods/log"
+    assert rbac.describe("services", "", "watch") == "watch services"
