@@ -30,6 +30,8 @@ from jupyter_dask_kube.ownerpod import OwnerPodError, find_owner_pod, owner_pod_
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.templates import load_template
 
+from jupyter_dask_kube.testing.fixtures import kube_target_for
+
 from helpers import small_pod, wait_until
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
@@ -164,8 +166,21 @@ async def running(manager, cid, workers=1):
     return manager.model(rec)
 
 
+@pytest.fixture(params=["emulator", "real"])
+def target_runtime(request):
+    """A runtime on the emulator, and on the real kube-apiserver + controller-manager (whose garbage collector
+    removes the dependents) with the node agent running the pods."""
+    target = kube_target_for(request, request.param)
+    rt = KubernetesRuntime(target.namespace, kubeconfig=target.kubeconfig)
+    yield rt
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(rt.close())
+    loop.close()
+
+
 @pytest.mark.asyncio
-async def test_clusters_go_with_the_notebook_pod_unless_kept(runtime):
+async def test_clusters_go_with_the_notebook_pod_unless_kept(target_runtime):
+    runtime = target_runtime
     name = user()
     nb = await runtime.create_pod(notebook_pod(f"jupyter-{name}", name))
     manager = ClusterManager(runtime=runtime, username=name, templates=[TEMPLATE], owner_pod=nb["metadata"]["name"],
