@@ -306,3 +306,28 @@ async def test_scheduler_ends_the_cluster_with_no_client_and_at_expiry(runtime):
         await manager.close(detach=False)
         await short.close(detach=False)
         await runtime.delete_pods(f"hub.jupyter.org/username={name}", grace_period_seconds=0)
+
+
+@pytest.mark.asyncio
+async def test_local_runtime_runs_the_same_rules():
+    """On the local runtime the scheduler process runs the same preload (there is no activeDeadlineSeconds and no
+    owner pod): a cluster with no client ends by itself and the manager removes what is left."""
+    from jupyter_dask_kube.runtimes.local import LocalRuntime
+
+    rt = LocalRuntime()
+    manager = ClusterManager(runtime=rt, username=user(), templates=[TEMPLATE], lifetimes=LifetimePolicy(no_client_timeout=3))
+    try:
+        model = await manager.create(CreateRequest(template="one"))
+        cid = model["id"]
+        await running(manager, cid)
+        t = time.monotonic()
+        await wait_until(lambda: cid not in manager.records, 60, interval=0.2, what="the idle local cluster removed")
+        assert time.monotonic() - t >= 1  # not at once: the scheduler waited for its timeout
+        await wait_until(lambda: no_pods(rt, cluster_selector(cid)), 30, interval=0.2, what="its pods deleted")
+    finally:
+        await manager.close(detach=False)
+        await rt.close()
+
+
+async def no_pods(rt, selector):
+    return not await rt.list_pods(selector)
