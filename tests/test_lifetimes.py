@@ -199,6 +199,17 @@ async def test_clusters_go_with_the_notebook_pod_unless_kept(target_runtime):
         assert 3600 < sched["spec"]["activeDeadlineSeconds"] <= 3600 + DEADLINE_GRACE
         assert not (await runtime.read_pod(f"{kept['id']}-scheduler"))["metadata"].get("ownerReferences")
 
+        # the Jupyter server restarts inside the same pod: it re-adopts both, owner and expiry unchanged
+        await manager.close(detach=True)
+        manager = ClusterManager(runtime=runtime, username=name, templates=[TEMPLATE], owner_pod=nb["metadata"]["name"],
+                                 lifetimes=LifetimePolicy(max_lifetime=3600, max_detached_lifetime=1800))
+        await manager.start()
+        for before in (owned, kept):
+            model = await running(manager, before["id"])
+            assert (model["keep"], model["expires"]) == (before["keep"], before["expires"])
+        sched = await runtime.read_pod(f"{owned['id']}-scheduler")
+        assert [r["uid"] for r in sched["metadata"]["ownerReferences"]] == [nb["metadata"]["uid"]]
+
         # the hub stops the server: its pod is deleted; Kubernetes' garbage collector does the rest
         await manager.close(detach=True)  # the server process goes first (it would be killed with its pod)
         t = time.monotonic()
