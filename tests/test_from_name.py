@@ -57,19 +57,22 @@ def run_python(code: str, timeout: float = 240) -> dict:
 
 async def test_from_name_of_a_rest_cluster(jp_fetch, username, runtime):
     code, model = await rest_call(jp_fetch, "POST", "clusters",
-                                  body={"template": "tiny", "workers": 1, "name": "Panel made"}, expect=201)
+                                  body={"template": "tiny", "workers": 1, "name": "Panel made", "keep": True},
+                                  expect=201)
     cid = model["id"]
+    assert model["keep"] is True and model["expires"] is None  # no lifetime configured
     model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, what="1 worker")
 
     listed = await asyncio.to_thread(list_clusters)
     assert [(c["name"], c["display_name"], c["status"]) for c in listed] == [(cid, "Panel made", "running")]
     assert listed[0]["scheduler_address"] == model["scheduler_address"] and listed[0]["workers"] == 1
+    assert (listed[0]["keep"], listed[0]["expires"]) == (True, None)
 
     # by id, and by the name the card shows
     cluster = await KubeCluster.from_name(cid, asynchronous=True)
     try:
         assert cluster.name == cid and cluster.scheduler_address == model["scheduler_address"]
-        assert cluster.shutdown_on_close is False
+        assert cluster.shutdown_on_close is False and cluster.keep is True
         async with Client(cluster, asynchronous=True) as client:
             assert await client.submit(lambda x: x + 1, 41) == 42
         cluster.scale(2)
