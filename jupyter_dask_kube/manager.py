@@ -33,6 +33,7 @@ from .podcache import PodCache
 from .podstatus import is_terminal, pod_summary
 from .runtimes import PodRuntime, RuntimeAPIError
 from .templates import ClusterTemplate, OptionError
+from .versioncheck import readable_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -428,7 +429,7 @@ class ClusterManager:
             workers = await comm.broadcast(msg={"op": "versions"}, on_error="ignore")
             msg = error_message(scheduler=scheduler, workers=workers, source=get_versions(), source_name="Jupyter server")
             if msg.get("warning"):
-                rec.warnings.append("Version mismatch between this server and the cluster:\n" + msg["warning"])
+                rec.warnings.append(readable_mismatch(msg["warning"]))
 
     # -- read ------------------------------------------------------------------------------------
     def get(self, cluster_id: str) -> ClusterRecord:
