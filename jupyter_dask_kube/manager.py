@@ -30,8 +30,10 @@ from .objects import (
 )
 from .naming import service_name
 from .podcache import PodCache
+from .podlogs import cluster_pod_logs
 from .podstatus import is_terminal, pod_summary
 from .runtimes import PodRuntime, RuntimeAPIError
+from .runtimes.base import readable_error
 from .templates import ClusterTemplate, OptionError
 from .versioncheck import readable_mismatch
 
@@ -621,12 +623,7 @@ class ClusterManager:
 
     async def logs(self, cluster_id: str) -> dict[str, str]:
         rec = self.get(cluster_id)
-        names = sorted(
-            (n for n, p in self.pod_cache.pods.items() if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id),
-            key=lambda n: (not n.endswith("-scheduler"), n),
-        )
-        texts = await asyncio.gather(*(self.runtime.pod_logs(n, tail_lines=2000) for n in names), return_exceptions=True)
-        return {n: (t if isinstance(t, str) else f"(logs unavailable: {_reason(t)})") for n, t in zip(names, texts)}
+        return await cluster_pod_logs(self.runtime, self.pod_cache.pods, rec.id)
 
     def _on_pod_event(self, etype: str, pod: dict):
         """A new scheduler pod of this user that we did not make (a KubeCluster from Python): adopt it
@@ -686,6 +683,4 @@ def _reason(exc: BaseException) -> str:
     """A readable one-line reason from an exception chain (the API's or the pod's own words)."""
     while isinstance(exc, RuntimeError) and exc.__cause__ is not None and str(exc).startswith("Cluster failed to start"):
         exc = exc.__cause__
-    if isinstance(exc, RuntimeAPIError):
-        return f"{exc.reason}: {exc.message}" if exc.status else exc.message
-    return str(exc) or type(exc).__name__
+    return readable_error(exc)
