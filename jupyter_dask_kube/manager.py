@@ -65,7 +65,7 @@ class ClusterRecord:
     requested: int
     adapt: dict | None
     cores_per_worker: float
-    memory_per_worker: int
+    memory_per_worker: int | None  # None: the worker template does not say
     options: dict
     created: datetime
     state: str = "creating"  # creating | ready | stopping | failed
@@ -92,11 +92,13 @@ class ClusterRecord:
         return self.adapt["maximum"] if self.adapt else self.requested
 
 
-def _per_worker(template: ClusterTemplate) -> tuple[float, int]:
+def _per_worker(template: ClusterTemplate) -> tuple[float, int | None]:
+    """Cores and memory bytes one worker counts for in the limits. Cores default to 1 (dask's one
+    thread); memory None = the template does not say (no limit, request or absolute --memory-limit)."""
     res = template.worker_resources()
     cores = res.get("cores") or 1.0
-    memory = res.get("memory") or 0
-    return float(cores), int(memory)
+    memory = res.get("memory")
+    return float(cores), (int(memory) if memory else None)
 
 
 class ClusterManager:
@@ -311,13 +313,23 @@ class ClusterManager:
             n += 1
         return name
 
-    def _check_limits(self, workers: int, cores: float, memory: int, exclude: str | None = None):
+    def _workers_counted(self, rec: ClusterRecord) -> int:
+        """Workers a cluster counts for: what it may run (its count or adapt maximum), or the worker
+        pods it has when more (a cluster made from Python scales in its own process, unrecorded)."""
+        pods = self._pods_by_cluster().get(rec.id, ((),))[0]
+        live = sum(
+            1 for p in pods
+            if p["metadata"].get("labels", {}).get(LABEL_COMPONENT) == "worker" and not is_terminal(p)
+        )
+        return max(rec.reserved_workers, live)
+
+    def _check_limits(self, workers: int, cores: float, memory: int | None, exclude: str | None = None):
         lim = self.limits
         if lim.max_workers and workers > lim.max_workers:
             raise ApiError(403, f"{workers} workers is above the limit of {lim.max_workers} workers per cluster")
-        others = [r for r in self._live_records() if r.id != exclude]
+        others = [(r, self._workers_counted(r)) for r in self._live_records() if r.id != exclude]
         if lim.max_cores:
-            used = sum(r.reserved_workers * r.cores_per_worker for r in others)
+            used = sum(n * r.cores_per_worker for r, n in others)
             if used + workers * cores > lim.max_cores + 1e-9:
                 raise ApiError(
                     403,
@@ -325,12 +337,21 @@ class ClusterManager:
                     f"your limit is {lim.max_cores:g} cores across all clusters ({used:g} in use)",
                 )
         if lim.max_memory:
-            used = sum(r.reserved_workers * r.memory_per_worker for r in others)
-            if used + workers * memory > lim.max_memory:
+            if memory is None and workers > 0:
+                # A worker with no memory size may use a whole node: it cannot be counted against a limit.
+                raise ApiError(
+                    403,
+                    "this template does not say how much memory its workers use (no memory limit or request "
+                    "on the worker container, no --memory-limit size), and your memory is limited to "
+                    f"{lim.max_memory / 2**30:.3g} GiB across all clusters; pick a memory size or ask your hub admin",
+                )
+            used = sum(n * (r.memory_per_worker or 0) for r, n in others)
+            asked = workers * (memory or 0)
+            if used + asked > lim.max_memory:
                 gib = 2**30
                 raise ApiError(
                     403,
-                    f"{workers} workers x {memory / gib:.3g} GiB would use {(used + workers * memory) / gib:.3g} GiB; "
+                    f"{workers} workers x {(memory or 0) / gib:.3g} GiB would use {(used + asked) / gib:.3g} GiB; "
                     f"your limit is {lim.max_memory / gib:.3g} GiB across all clusters ({used / gib:.3g} GiB in use)",
                 )
 
