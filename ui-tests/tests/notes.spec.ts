@@ -1,7 +1,17 @@
 import { expect, Locator, Page } from '@playwright/test';
 import * as path from 'path';
 
-import { apiBase, deleteAllClusters, openPanel, START, test, xsrf } from './helpers';
+import {
+  apiBase,
+  cards,
+  deleteAllClusters,
+  fakeCluster,
+  openPanel,
+  serveClusters,
+  START,
+  test,
+  xsrf
+} from './helpers';
 
 /**
  * What a user must be able to read on a card, from real clusters (no fake
@@ -112,5 +122,59 @@ test.describe.serial('warnings and failure reasons on the card', () => {
     await panel.locator('.dask-kube-Section[aria-label="New cluster"]').evaluate(el => ((el as HTMLElement).style.display = 'none'));
     await panel.locator('.dask-kube-ClusterList').screenshot({ path: SCREENSHOT });
     await panel.locator('.dask-kube-Section[aria-label="New cluster"]').evaluate(el => ((el as HTMLElement).style.display = ''));
+  });
+});
+
+/**
+ * The message of issue #10 as the server wrote it then: a long pod name
+ * first, the reason last. Made-up data (the emulator's autoscaler case is
+ * the server's to prove): the card must still lead with "Unschedulable" and
+ * lose nothing of the text.
+ */
+test.describe.serial('a message whose reason comes last', () => {
+  let page: Page;
+  let panel: Locator;
+  const pod = 'dask-alice-21ca10c0ffee42-scheduler';
+  const detail =
+    '0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory. preemption: 0/1 nodes are ' +
+    'available: 1 No preemption victims found for incoming pod.';
+  const message = `scheduler pod ${pod} cannot be scheduled: ${detail} (Unschedulable)`;
+
+  test.beforeAll(async ({ lab }) => {
+    page = lab;
+    await serveClusters(page, () => [
+      fakeCluster({
+        id: 'fake-unschedulable',
+        status: 'pending',
+        message,
+        scheduler_address: null,
+        workers: 0,
+        pods: [{ name: pod, role: 'scheduler', phase: 'Pending', reason: 'Unschedulable', message: detail }]
+      })
+    ]);
+    panel = await openPanel(page);
+    await expect(cards(panel)).toHaveCount(1);
+  });
+
+  test.afterAll(async () => {
+    await page.unrouteAll({ behavior: 'ignoreErrors' });
+  });
+
+  test('the card leads with the reason and shows the rest on demand', async () => {
+    const notes = card(panel, 'fake-unschedulable').locator('.dask-kube-reasons .dask-kube-note');
+    // the pod's own line says nothing the cluster's message does not: shown once
+    await expect(notes).toHaveCount(1);
+    const note = notes.first();
+    await expect(note.locator('.dask-kube-note-lead')).toHaveText('Unschedulable');
+    // the lead is on the first line, in view, before the clamped text
+    const lead = await note.locator('.dask-kube-note-lead').boundingBox();
+    const body = await note.locator('.dask-kube-note-body').boundingBox();
+    expect(lead && body && lead.y - body.y < 4).toBe(true);
+    const text = await expandAndRead(note, true);
+    expect(text).toContain(pod);
+    expect(text).toContain('No preemption victims found for incoming pod.');
+    // and collapses again
+    await note.getByRole('button', { name: /^Show less of/ }).click();
+    await expect(note.getByRole('button', { name: /^Show all of/ })).toHaveAttribute('aria-expanded', 'false');
   });
 });
