@@ -92,3 +92,56 @@ async def test_scale_down_and_close_remove_worker_pods(backend):
 async def _worker_pods(cluster, n):
     pods = await cluster.runtime.list_pods(cluster_selector(cluster.name))
     return len(pods) == n and all(p["metadata"]["labels"]["dask.org/component"] == "worker" for p in pods)
+
+
+SCRIPT = """
+import sys, time
+from jupyter_dask_kube import KubeCluster
+from distributed import Client
+cluster = KubeCluster.from_yaml(sys.argv[1], deploy_mode="local", n_workers=1)
+Client(cluster).wait_for_workers(1, timeout=180)
+print(cluster.name, flush=True)
+time.sleep(600)
+"""
+
+
+def test_killed_process_leaves_worker_pods_the_admin_cli_cleans_up(emulated_kubernetes, monkeypatch, tmp_path):
+    """The process holding the scheduler is SIGKILLed: nothing closes its cluster. Its worker pods are
+    left (no scheduler pod owns them, no server adopts them); `jupyter dask-kube list` shows them with no
+    scheduler and `cleanup --user` removes them: nothing left, checked against the API."""
+    import signal
+    import subprocess
+    import sys
+
+    from jupyter_dask_kube.cli import main as cli
+    from jupyter_dask_kube.testing.fixtures import kube_api
+
+    from helpers import pods_of, wait_for
+
+    user = f"k{os.getpid()}{id(tmp_path) % 10000}"
+    env = {**os.environ, "KUBECONFIG": emulated_kubernetes.kubeconfig, "JUPYTERHUB_USER": user,
+           "DASK_KUBERNETES__BACKEND": "kubernetes"}
+    monkeypatch.setenv("KUBECONFIG", emulated_kubernetes.kubeconfig)
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(SEED_SPEC)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        name = proc.stdout.readline().strip()
+        assert name.startswith(f"dask-{user}-"), name
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    api = kube_api(emulated_kubernetes)
+    try:
+        pods = pods_of(api, emulated_kubernetes.namespace, cluster_selector(name))
+        assert len(pods) == 1 and all("-worker-" in p for p in pods), pods
+        out = []
+        monkeypatch.setattr("builtins.print", lambda *a, **k: out.append(" ".join(map(str, a))))
+        assert cli(["list"]) == 0
+        (row,) = [line for line in out if line.startswith(name)]
+        assert row.split()[2:4] == ["-", "1"], row  # no scheduler, one worker
+        assert cli(["cleanup", "--user", user]) == 0
+        assert any(line.startswith(f"deleted {name}") for line in out), out
+        wait_for(lambda: not pods_of(api, emulated_kubernetes.namespace, cluster_selector(name)), 90,
+                 what="the worker pods gone")
+        wait_for(lambda: not dask_processes(emulated_kubernetes.pid), 60, what="worker processes gone")
+    finally:
+        api.api_client.close()
