@@ -115,3 +115,20 @@ def test_kept_is_strict():
     assert not kept({"a": [1, {"b": 2}]}, {"a": [1, {"b": 3}]})
     assert not kept({"a": [1]}, {"a": [1, 2]})
     assert not kept({"a": 1}, {})
+
+
+async def test_what_the_local_processes_honour(make_runtime, tmp_path):  # noqa: F811
+    """What a pod's container runs with on this machine (the local runtime, and the emulator's kubelet):
+    its args, env and workingDir; the other fields above are kept but have no effect here."""
+    import os
+
+    rt = make_runtime()
+    pod = template()
+    container = pod["spec"]["containers"][0]
+    container["workingDir"] = str(tmp_path)
+    container["env"] = [{"name": "DASK_KUBE_TEST_MARK", "value": "from-the-template"}]
+    async with KubeCluster(pod, runtime=rt, n_workers=1, asynchronous=True) as cluster:
+        async with Client(cluster, asynchronous=True) as client:
+            await client.wait_for_workers(1, timeout=WORKERS_UP)
+            seen = await client.run(lambda: (os.getcwd(), os.environ.get("DASK_KUBE_TEST_MARK")))
+    assert list(seen.values()) == [(str(tmp_path), "from-the-template")], seen
