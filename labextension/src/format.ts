@@ -90,7 +90,8 @@ export interface INote {
 }
 
 /** Kubernetes reasons are CamelCase words: "ErrImagePull", "Unschedulable", "OOMKilled". */
-const REASON_WORD = /\b([A-Z][a-z]+(?:[A-Z][A-Za-z]*)+|Unschedulable|Error|Evicted)\b/;
+const REASON_WORD =
+  /\b([A-Z][a-z]+(?:[A-Z][A-Za-z]*)+|OOMKilled|Unschedulable|Error|Evicted)\b/;
 
 /**
  * The reason a message is about, to show first. Pod reasons the message
@@ -112,10 +113,13 @@ export function reasons(cluster: Cluster): INote[] {
   const podReasons = pods.map(p => p.reason).filter((r): r is string => !!r);
   const out: INote[] = [];
   if (cluster.message) {
-    out.push({
-      lead: leadingReason(cluster.message, podReasons),
-      text: cluster.message
-    });
+    const lead = leadingReason(cluster.message, podReasons);
+    // a message that already leads with its reason ("Unschedulable: ...") is not shown it twice
+    const text =
+      lead && cluster.message.startsWith(`${lead}:`)
+        ? cluster.message.slice(lead.length + 1).trim()
+        : cluster.message;
+    out.push({ lead, text });
   }
   for (const pod of pods) {
     if (!pod.reason && !pod.message) {

@@ -150,10 +150,19 @@ test.describe.serial('a message whose reason comes last', () => {
         scheduler_address: null,
         workers: 0,
         pods: [{ name: pod, role: 'scheduler', phase: 'Pending', reason: 'Unschedulable', message: detail }]
+      }),
+      // as the server words it now: the reason first
+      fakeCluster({
+        id: 'fake-reason-first',
+        name: 'dask-tester-reason-first',
+        status: 'pending',
+        message: `Unschedulable: waiting for a node: ${detail}`,
+        scheduler_address: null,
+        workers: 0
       })
     ]);
     panel = await openPanel(page);
-    await expect(cards(panel)).toHaveCount(1);
+    await expect(cards(panel)).toHaveCount(2);
   });
 
   test.afterAll(async () => {
@@ -176,5 +185,12 @@ test.describe.serial('a message whose reason comes last', () => {
     // and collapses again
     await note.getByRole('button', { name: /^Show less of/ }).click();
     await expect(note.getByRole('button', { name: /^Show all of/ })).toHaveAttribute('aria-expanded', 'false');
+  });
+
+  test('a message that leads with its reason does not say it twice', async () => {
+    const note = card(panel, 'fake-reason-first').locator('.dask-kube-reasons .dask-kube-note');
+    await expect(note.locator('.dask-kube-note-lead')).toHaveText('Unschedulable');
+    const text = await expandAndRead(note);
+    expect(text).toBe(`Unschedulable waiting for a node: ${detail}`);
   });
 });
