@@ -47,7 +47,7 @@ def test_seed_example_with_the_scheduler_in_this_process(backend):
         cluster.scale(2)
         with Client(cluster) as client:
             client.wait_for_workers(2, timeout=180)
-            assert da.ones((200, 200, 200), chunks=50).mean().compute() == 1.0
+            assert da.ones((1000, 1000, 1000)).mean().compute() == 1.0  # the seed's own
             # the workers are pods of this cluster, and the scheduler made no pod
             pods = cluster.sync(cluster.runtime.list_pods, cluster_selector(cluster.name))
             roles = sorted(p["metadata"]["labels"]["dask.org/component"] for p in pods)
@@ -57,6 +57,7 @@ def test_seed_example_with_the_scheduler_in_this_process(backend):
             assert "Scheduler" in logs and "Scheduler at" in logs["Scheduler"]
             worker_logs = {k: v for k, v in logs.items() if "-worker-" in k}
             assert len(worker_logs) == 2 and all("Start worker" in t for t in worker_logs.values()), logs
+        cluster.adapt(minimum=1, maximum=100)  # the seed's last step: adapt works with a local scheduler too
         name = cluster.name
     finally:
         cluster.close()
