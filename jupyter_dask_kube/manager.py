@@ -125,7 +125,7 @@ class ClusterManager:
         self.idle_timeout = idle_timeout or 0
         self.base_url = base_url
         self.options_handler = options_handler
-        self.template_problems = list(template_problems or [])
+        self.template_problems = list(template_problems or []) + self._unsized_templates()
         self.records: dict[str, ClusterRecord] = {}
         self.pod_cache = PodCache(runtime, user_selector(username))
         self._preflight: tuple[float, list[str]] | None = None
@@ -136,6 +136,22 @@ class ClusterManager:
         self._adopting: set[str] = set()  # clusters whose Service is being checked before adoption
         self._deleted: set[str] = set()  # clusters this manager deleted: late watch events must not revive them
         self._grouped: tuple = ()  # (pod cache generation, pods by cluster id)
+
+    def _unsized_templates(self) -> list[str]:
+        """Under max_memory, templates whose workers (with default options) have no memory size: the
+        admin sees them in the status problems rather than users meeting a 403 on create."""
+        if not self.limits.max_memory:
+            return []
+        out = []
+        for t in self.templates.values():
+            try:
+                memory = _per_worker(t.apply_options({}))[1]
+            except (OptionError, ValueError):
+                continue  # reported when used
+            if memory is None:
+                out.append(f"{t.name!r}: its workers have no memory size (no memory limit or request, no "
+                           "--memory-limit size), so it cannot be created under the per-user memory limit")
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self):

@@ -77,6 +77,12 @@ async def test_max_memory_across_clusters_create_scale_adapt(jp_fetch):
         assert (await rest_call(jp_fetch, "DELETE", "clusters", cid))[0] == 204
 
 
+async def test_the_admin_sees_templates_that_cannot_be_counted(jp_fetch):
+    code, data = await rest_call(jp_fetch, "GET", "status", expect=200)
+    unsized = [p for p in data["problems"] if "no memory size" in p]
+    assert len(unsized) == 2 and any("'unsized'" in p for p in unsized) and any("'auto'" in p for p in unsized), data
+
+
 @pytest.mark.parametrize("template", ["unsized", "auto"])
 async def test_workers_without_a_memory_size_are_refused_under_a_memory_limit(jp_fetch, template):
     code, data = await rest_call(jp_fetch, "POST", "clusters", body={"template": template, "workers": 1})
