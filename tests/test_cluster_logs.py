@@ -7,7 +7,7 @@ from distributed import Client
 from jupyter_dask_kube import KubeCluster
 
 from helpers import WORKERS_UP, small_pod
-from test_cluster import backend, make_runtime  # noqa: F401  (fixtures)
+from test_cluster import backend, make_runtime, target  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.asyncio
 

@@ -13,7 +13,7 @@ from jupyter_dask_kube import KubeCluster
 from jupyter_dask_kube.objects import cluster_selector
 
 from helpers import WORKERS_UP, small_pod
-from test_cluster import backend, make_runtime  # noqa: F401  (fixtures)
+from test_cluster import backend, make_runtime, target  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.asyncio
 
