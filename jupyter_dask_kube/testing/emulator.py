@@ -1,10 +1,10 @@
 """A Kubernetes API emulator: kmock's KubernetesEmulator with the API server behaviour the project needs.
 
-What is kept from kmock: the aiohttp request handler (``RawHandler``), API discovery (``/api``, ``/apis``,
-``/version`` and the per-version resource lists, fed from ``self.resources``), Status error rendering
-(:class:`kmock.KubernetesError`), kmock's DSL reactions (``emu['get /x'] << ...`` still takes priority for
-tests that want to script answers) and kmock's own generic store for any resource not listed in
-:data:`BUILTIN_RESOURCES` (custom objects work as in kmock).
+What is kept from kmock, through its public API only (``kmock.KubernetesEmulator`` and its request entry point,
+``kmock.ResourceInfo``, ``kmock.KubernetesError``): API discovery of ``/api``, ``/apis`` and ``/version`` (fed
+from ``self.resources``), and kmock's own generic store for any resource not listed in
+:data:`BUILTIN_RESOURCES` (custom objects work as in kmock). The resource lists of the built-in group versions
+are served here.
 
 What is replaced, for the built-in core resources (pods, services, namespaces, nodes, events, configmaps,
 secrets) and SelfSubjectAccessReviews, because kmock's generic path cannot do it (see RECIPES.md):
@@ -24,7 +24,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import math
 import random
 import re
 import time
@@ -36,7 +35,6 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import rendering
 
 from ..quantities import parse_quantity
 from ..selectors import SelectorError, parse_field_selector, parse_label_selector
@@ -457,7 +455,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
     watch_history: int = 2000
     faults: EmulatorFaults = attrs.field(factory=EmulatorFaults)
     allocate_ip: Callable[[], str] | None = None
-    request_log_size: int = 100
 
     _db: dict = attrs.field(factory=lambda: collections.defaultdict(dict), init=False)
     _rv: int = attrs.field(default=0, init=False)
@@ -469,7 +466,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: the node agent's control token, for the evict/oomkill fault hooks on its kubelet port
     node_agent_token: str | None = attrs.field(default=None)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
-    _has_user_payloads: tuple | None = attrs.field(default=None, init=False)
     stats: collections.Counter = attrs.field(factory=collections.Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -481,18 +477,22 @@ class KubeEmulator(kmock.KubernetesEmulator):
         for ns in dict.fromkeys(["default", "kube-system", *self.namespaces]):
             self._insert("namespaces", {"metadata": {"name": ns}}, BUILTIN_RESOURCES[("", "namespaces")])
 
-    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
-        # kmock says groupVersion "/v1" for the core group: kubectl then finds no resource at all.
-        out = await super()._serve_version(request)
-        if isinstance(out, dict) and out.get("groupVersion", "").startswith("/"):
-            out["groupVersion"] = out["groupVersion"][1:]
-        for item in (out or {}).get("resources", []) if isinstance(out, dict) else []:
-            if "/" in item["name"]:  # subresources: the verbs they really have, no short names
-                sub = item["name"].split("/", 1)[1]
-                item["verbs"] = {"log": ["get"], "binding": ["create"]}.get(sub, ["get", "patch", "update"])
-                item["shortNames"] = []
-            item["verbs"] = sorted(item["verbs"])
-        return out
+    def _resource_list(self, group: str, version: str) -> dict | None:
+        """The APIResourceList of a group/version whose resources are all built in (served here, not by kmock:
+        its answer for the core group says groupVersion "/v1", and kubectl then finds nothing)."""
+        mine = [r for r in BUILTIN_RESOURCES.values() if r.group == group and r.version == version]
+        if not mine:
+            return None
+        resources = []
+        for r in mine:
+            resources.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
+                              "kind": r.kind, "verbs": sorted(r.verbs), "shortNames": list(r.short)})
+            for sub in r.subresources:
+                resources.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
+                                  "kind": "Binding" if sub == "binding" else r.kind,
+                                  "verbs": {"log": ["get"], "binding": ["create"]}.get(sub, ["get", "patch", "update"])})
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
+                "resources": resources}
 
     # -- public helpers (in-process use: the kubelet and tests) --------------------------------------------
     @property
@@ -857,22 +857,19 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return aiohttp.web.Response(body=dumps(body), status=e.status, content_type="application/json",
                                     headers=getattr(e, "headers", None) or None)
 
-    def _user_payloads(self) -> bool:
-        """Whether a test scripted kmock reactions (``emu['get /x'] << ...``): they take priority then."""
-        key = tuple(map(id, self._payloads))
-        if self._has_user_payloads is None or self._has_user_payloads[0] != key:
-            found = any(not any(math.isinf(p) for p in payload.priorities) for payload in self._payloads)
-            self._has_user_payloads = (key, found)
-        return self._has_user_payloads[1]
-
     async def _dispatch(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         path = raw.path
         self.stats["requests"] += 1
         if path.startswith("/_emulator/"):
             return await self._serve_private(raw, path[len("/_emulator/"):])
         r = route(path)
-        if r is None or r.res is None or self._user_payloads():
-            return await self._kmock_handle(raw)
+        if r is not None and r.plural is None and r.namespace is None and raw.method == "GET":
+            listing = self._resource_list(r.group, r.version)
+            if listing is not None:
+                return self._json(listing)
+        if r is None or r.res is None:
+            # anything else (discovery of /api, /apis, /version; custom resources) through kmock's public entry
+            return await kmock.KubernetesEmulator.__call__(self, raw)
         faults = self.faults
         ns = r.namespace
         if (faults.latency or faults.error_rate or faults.forbidden or faults.quota) \
@@ -900,18 +897,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     if faults.is_forbidden(verb, resource):
                         raise forbidden(verb, resource, ns, r.group)
         return await self._serve_builtin(raw, r)
-
-    async def _kmock_handle(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        request = await rendering.Request._parse(raw, id=len(self._requests))
-        self._requests.append(request)
-        if len(self._requests) > 2 * self.request_log_size:  # keep kmock's request log bounded
-            del self._requests[: -self.request_log_size]
-        try:
-            return await self._handle(request)
-        except rendering.StreamingError as e:
-            if e.__cause__ is not None:
-                raise e.__cause__
-            raise
 
     @staticmethod
     def _verb(raw: aiohttp.web.BaseRequest, r: Route) -> str:
