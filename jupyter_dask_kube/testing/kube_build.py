@@ -205,6 +205,10 @@ def fetch_source(work: Path) -> Path:
     if (tree / ".jdk-unpacked").exists():
         return tree
     shutil.rmtree(work / "gopath", ignore_errors=True)
+    if not _source_known():
+        raise BuildError(f"apt knows no source package {DEBIAN_SOURCE}={DEBIAN_VERSION}: run this build as root "
+                         "once (it adds a deb-src entry for Debian bookworm's main archive), or add one yourself "
+                         "and `apt-get update`")
     dl = work / "download"
     shutil.rmtree(dl, ignore_errors=True)
     dl.mkdir(parents=True)
