@@ -261,8 +261,6 @@ class EmulatedKubernetes:
                     self._loop.call_soon_threadsafe(self._stop_event.set)
             thread.join(timeout)
         self.url = None
-        if os.environ.get("JDK_DEBUG_EMU"):
-            shutil.copy(self.log_path, os.environ["JDK_DEBUG_EMU"])
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
