@@ -144,17 +144,14 @@ def main() -> int:
     def say(*a):
         print(*a, file=sys.stderr, flush=True)
 
-    scale = None if args.skip_scale else scale_part(args.runs, args.pods, say)
-    click = None if args.skip_click else click_part(args.runs, args.launcher, say)
-
-    print()
-    print(f"real kube-apiserver v1.20.2 (etcd 3.4, 127.0.0.1), node agent; median of {args.runs}")
-    print(f"machine: {os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f} (other work on the host "
-          "skews every figure alike; compare the ratios)")
+    # Each part prints as soon as it is measured: a failure in the second keeps the first's figures.
+    print(f"real kube-apiserver v1.20.2 (etcd 3.4, 127.0.0.1), node agent; median of {args.runs}; "
+          f"machine: {os.cpu_count()} cores (other work on the host skews every figure alike; compare the ratios)")
     ratios, verdict = [], []
-    if scale:
-        s = scale
-        print(f"(1) scale 0 -> {args.pods} -> 0 pods, agent without processes")
+    if not args.skip_scale:
+        s = scale_part(args.runs, args.pods, say)
+        print(f"(1) scale 0 -> {args.pods} -> 0 pods, agent without processes; load average now "
+              f"{os.getloadavg()[0]:.1f}")
         print(f"{'what':<30}{'wall s':>9}{'answered s':>12}  API calls")
         for label, key, counts in (
                 (f"KubeCluster scale({args.pods})", "p_up", s["p_counts"][0]),
@@ -169,8 +166,11 @@ def main() -> int:
         verdict.append(f"<= {RAW_RATIO_TARGET}x raw client up {'MET' if up <= RAW_RATIO_TARGET else 'MISSED'}, "
                        f"down {'MET' if down <= RAW_RATIO_TARGET else 'MISSED'}")
         verdict.append(f"no per-pod polling {'MET' if s['max_gets'] == 0 else 'MISSED'}")
-    if click:
-        print("(2) POST a 4-worker cluster (nanny) -> 4 workers, pods as processes")
+        print(f"RATIOS {ratios[-1]}", flush=True)
+    if not args.skip_click:
+        click = click_part(args.runs, args.launcher, say)
+        print(f"(2) POST a 4-worker cluster (nanny) -> 4 workers, pods as processes; load average now "
+              f"{os.getloadavg()[0]:.1f}")
         print(f"{'what':<40}{'to 4 workers s':>15}{'DELETE answer s':>16}{'delete->gone s':>16}{'processes':>10}")
         for k, label in (("kubernetes", "ours, real kube-apiserver + node agent"), ("local", "ours, local runtime")):
             c = click[k]
