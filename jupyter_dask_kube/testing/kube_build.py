@@ -152,10 +152,12 @@ def _add_deb_src() -> None:
 
 def _stop_etcd_service() -> None:
     """etcd-server's packaging starts a system etcd on 127.0.0.1:2379; the tests run their own."""
-    if Path("/run/systemd/system").is_dir():
-        subprocess.run(["systemctl", "disable", "--now", "etcd"], check=False,
+    if shutil.which("systemctl"):
+        # Not enabled at boot either; --now also stops it where systemd runs (offline, disable still works).
+        now = ["--now"] if Path("/run/systemd/system").is_dir() else []
+        subprocess.run(["systemctl", "disable", *now, "etcd"], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    elif Path("/etc/init.d/etcd").exists():
+    if Path("/etc/init.d/etcd").exists() and not Path("/run/systemd/system").is_dir():
         subprocess.run(["/etc/init.d/etcd", "stop"], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
