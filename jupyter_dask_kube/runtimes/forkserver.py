@@ -223,6 +223,15 @@ class ForkServer:
                 proc._exit(-signal.SIGKILL)
             self._running.clear()
 
+    def discard(self) -> None:
+        """Stop a server no pod used yet (no event loop needed); None."""
+        self.broken = self.broken or "discarded"
+        if self._sock is not None:
+            self._sock.close()
+        if self._popen is not None and self._popen.poll() is None:
+            self._popen.kill()
+            self._popen.wait(10)
+
     async def close(self) -> None:
         """Stop the server (its remaining children die with it). Callable from any event loop."""
         if self._sock is not None:

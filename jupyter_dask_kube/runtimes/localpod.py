@@ -310,7 +310,7 @@ class LocalPodRunner:
                  log_dir: str | None = None, enforce_memory_limits: bool = True,
                  image_pull_fail: Callable[[str], bool] | None = None,
                  backoff_initial: float = 1.0, backoff_max: float = 30.0, memory_poll_interval: float = 1.0,
-                 fork_server: bool | None = None):
+                 fork_server: bool | ForkServer | None = None):
         self.on_status = on_status
         self.run_processes = run_processes
         self.log_dir = log_dir
@@ -324,7 +324,10 @@ class LocalPodRunner:
             import dask.config
 
             fork_server = bool(dask.config.get("kubernetes.local.fork-server", True))
-        self.fork_server = ForkServer() if fork_server and run_processes else None
+        if isinstance(fork_server, ForkServer):  # one started early (the extension does, as it links)
+            self.fork_server = fork_server if run_processes else fork_server.discard()
+        else:
+            self.fork_server = ForkServer() if fork_server and run_processes else None
         if log_dir:
             os.makedirs(log_dir, exist_ok=True)
 
