@@ -320,6 +320,7 @@ class LocalPodRunner:
         self.backoff_max = backoff_max
         self.memory_poll_interval = memory_poll_interval
         self._pods: dict[str, _Pod] = {}
+        self.memory_checks = self.pss_checks = 0  # memory-limit polls, and those that had to look at PSS
         if fork_server is None:
             import dask.config
 
@@ -551,13 +552,22 @@ class LocalPodRunner:
             await asyncio.sleep(self.memory_poll_interval)
             try:
                 root = psutil.Process(proc.pid)
-                rss = 0
-                for q in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        rss += q.memory_info().rss
+                members = [root, *root.children(recursive=True)]
             except psutil.Error:
                 return
-            if rss > limit and proc.returncode is None:
+            self.memory_checks += 1
+            rss = 0
+            for q in members:
+                with contextlib.suppress(psutil.Error):
+                    rss += q.memory_info().rss
+            # RSS counts the pages a fork shares (with the fork server, with a nanny's multiprocessing helpers)
+            # once per process; a cgroup charges them once: over the limit by RSS, check with PSS (costlier).
+            if rss <= limit:
+                continue
+            self.pss_checks += 1
+            if await asyncio.to_thread(_pss, members) <= limit:
+                continue
+            if proc.returncode is None:
                 c.oom = True
                 _killpg(proc.pid, signal.SIGKILL)
                 return
@@ -710,6 +720,15 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
             except psutil.NoSuchProcess:
                 break
             time.sleep(0.02)
+
+
+def _pss(procs: list[psutil.Process]) -> int:
+    """Proportional set size of ``procs`` together: each shared page counted once across its sharers."""
+    total = 0
+    for q in procs:
+        with contextlib.suppress(psutil.Error):
+            total += q.memory_full_info().pss
+    return total
 
 
 def _killpg(pgid: int, sig: int) -> None:
