@@ -11,6 +11,9 @@ Protocol, over a ``SOCK_SEQPACKET`` socketpair (one JSON message per packet, bou
   server -> runner  ``{"id", "pid"}`` or ``{"id", "error"}``, then ``{"exited": pid, "code": returncode}``
                     (``code`` as subprocess reports it: negative for a signal)
 
+A nanny's worker process is started from an imported Python too: see :func:`_fork_nanny_workers`.
+The server process can be started before any pod (:meth:`ForkServer.start`, as the extension loads).
+
 Children are reaped by the server, which reports every exit in order after the child's start reply.
 The server dies with the runner (PDEATHSIG), and each child dies with the server, so pods still end with
 the process that runs them.
@@ -224,7 +227,7 @@ class ForkServer:
             self._running.clear()
 
     def discard(self) -> None:
-        """Stop a server no pod used yet (no event loop needed); None."""
+        """Stop a server no pod used yet (no event loop needed). Returns None, so ``x = x.discard()`` drops it."""
         self.broken = self.broken or "discarded"
         if self._sock is not None:
             self._sock.close()
