@@ -126,7 +126,7 @@ class DaskKube(ExtensionApp):
 
             self._fork_server = ForkServer()
             try:
-                self._fork_server.start()
+                self._fork_server.start(background=True)
             except OSError as exc:
                 self.log.warning("dask-kube: fork server could not start (%s); the first pod will try again", exc)
                 self._fork_server = None

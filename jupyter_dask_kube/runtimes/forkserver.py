@@ -116,10 +116,10 @@ class ForkServer:
         except RuntimeError:
             return False
 
-    def start(self) -> None:
-        """Start the server process now (it imports in the background); idempotent, needs no event loop.
-
-        The extension calls this as it loads, so the first cluster finds distributed already imported."""
+    def start(self, background: bool = False) -> None:
+        """Start the server process now; idempotent, needs no event loop. ``background``: nobody waits for it
+        yet, so it imports at a lower priority (the extension starts it so as the Jupyter server starts, and the
+        first cluster then finds distributed imported)."""
         if self._popen is not None or self.broken:
             return
         from .localpod import _child_setup, base_environment
@@ -127,7 +127,8 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                [sys.executable, "-m", __name__, str(theirs.fileno()), *(["--background"] if background else [])],
+                pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 # Forks keep this process's initial environment in /proc/<pid>/environ: no secrets in it.
                 # Plus what a nanny sets before its worker's Python starts (see server_environment).
@@ -431,9 +432,35 @@ def _preload() -> None:
             importlib.import_module(module)
 
 
-def serve(fd: int) -> None:
+def _preload_in_background(niceness: int = 10) -> None:
+    """:func:`_preload` at a lower priority: started as the Jupyter server starts, these imports should take only
+    the CPU it leaves. In a thread of its own, because on Linux nice is per thread and cannot be undone without
+    privileges: the thread has ended before any fork, so pods run at this process's normal priority."""
+    import threading
+
+    failed: list[BaseException] = []
+
+    def run():
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
+        try:
+            _preload()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="preload")
+    thread.start()
+    thread.join()
+    if failed:  # e.g. a module that wants the main thread: import here as before
+        _preload()
+
+
+def serve(fd: int, background: bool = False) -> None:
     _STARTED_WITH.update(os.environ)
-    _preload()
+    if background:
+        _preload_in_background()
+    else:
+        _preload()
     sock = socket.socket(fileno=fd)
     rd, wakeup = os.pipe()
     os.set_blocking(wakeup, False)
@@ -479,4 +506,4 @@ def serve(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), background="--background" in sys.argv[2:])

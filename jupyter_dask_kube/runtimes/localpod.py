@@ -339,7 +339,7 @@ class LocalPodRunner:
         if self.fork_server is None:
             return False
         try:
-            self.fork_server.start()
+            self.fork_server.start(background=True)
         except OSError as exc:
             logger.warning("local runtime: fork server could not start (%s); starting processes directly", exc)
             self.fork_server.broken = str(exc)
