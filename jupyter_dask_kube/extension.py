@@ -13,7 +13,7 @@ from .dashboard import host_allowlist
 from .handlers import handlers
 from .manager import ClusterManager, Limits
 from .naming import current_user
-from .runtimes import make_runtime
+from .runtimes import make_runtime, resolve_backend
 from .templates import TemplateError, load_template, load_templates, parse_memory, template_from_dask_config
 
 BUILTIN_TEMPLATES = os.path.join(os.path.dirname(__file__), "default_templates")
@@ -97,12 +97,13 @@ class DaskKube(ExtensionApp):
         templates, problems = self._load_templates()
         for p in problems:
             self.log.error("dask-kube: bad template: %s", p)
-        runtime = make_runtime(self.backend, self.namespace)
-        # Local runtime: its fork server imports distributed in its own process while this server starts,
-        # so the first cluster starts as fast as later ones.
-        start_fork_server = getattr(getattr(runtime, "runner", None), "start_fork_server", None)
-        if start_fork_server is not None and dask.config.get("kubernetes.local.fork-server-at-start", True):
-            start_fork_server()
+        fork_server, self._fork_server = self._fork_server, None
+        try:
+            local = resolve_backend(self.backend) == "local"
+            runtime = make_runtime(self.backend, self.namespace, **({"fork_server": fork_server} if local else {}))
+        finally:
+            if fork_server is not None and not local:
+                fork_server.discard()
         max_memory = parse_memory(self.max_memory) if self.max_memory else 0
         self.manager = ClusterManager(
             runtime=runtime,
@@ -127,8 +128,24 @@ class DaskKube(ExtensionApp):
     def initialize_handlers(self):
         self.handlers.extend(handlers())
 
+    _fork_server = None
+
     def _link_jupyter_server_extension(self, serverapp):
         super()._link_jupyter_server_extension(serverapp)
+        # The local runtime's fork server imports distributed in its own process while this server goes on
+        # starting (from here, before the other extensions load), so the first cluster starts as fast as later
+        # ones. Unless the backend is plainly Kubernetes; "auto" is resolved later, and the server is then
+        # dropped if it is not needed.
+        if (self.backend or dask.config.get("kubernetes.backend", "auto")) != "kubernetes" and dask.config.get(
+                "kubernetes.local.fork-server", True) and dask.config.get("kubernetes.local.fork-server-at-start", True):
+            from .runtimes.forkserver import ForkServer
+
+            self._fork_server = ForkServer()
+            try:
+                self._fork_server.start(background=True)
+            except OSError as exc:
+                self.log.warning("dask-kube: fork server could not start (%s); the first pod will try again", exc)
+                self._fork_server = None
         # Before jupyter-server-proxy loads: let its /proxy/{host}:{port} reach only our schedulers.
         proxy_cfg = serverapp.config.ServerProxy
         if "host_allowlist" not in proxy_cfg:
