@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import ipaddress
 import json
 import logging
 import time
 import weakref
 from contextlib import suppress
+from urllib.parse import urlsplit
 
 import dask.config
 from distributed.core import Status
@@ -43,6 +45,7 @@ from .objects import (
     resource_warnings,
 )
 from .podcache import PodCache
+from .podlogs import cluster_pod_logs
 from .podstatus import (
     final_event,
     is_running,
@@ -312,7 +315,16 @@ class KubeCluster(SpecCluster):
         return cls(None, name=name, namespace=namespace, backend=backend, adopt=True, **kwargs)
 
     def _local_scheduler_host(self) -> str:
+        """Where worker pods reach a scheduler in this process: loopback when the pods run on this
+        machine (local runtime, or an API server on loopback: the emulator or a test control plane),
+        else this machine's address on the pod network."""
         if self.runtime.backend == "local":
+            return "127.0.0.1"
+        api_host = urlsplit(getattr(self.runtime, "host", "") or "").hostname or ""
+        with suppress(ValueError):
+            if ipaddress.ip_address(api_host).is_loopback:
+                return "127.0.0.1"
+        if api_host == "localhost":
             return "127.0.0.1"
         return get_ip()
 
@@ -682,15 +694,18 @@ class KubeCluster(SpecCluster):
             waiter.cancel()
 
     async def _get_logs(self, cluster=True, scheduler=True, workers=True):
+        """``cluster.get_logs()``: each pod's logs by pod name (the REST logs' own implementation); with
+        ``deploy_mode="local"`` the scheduler runs here, and its log is under "Scheduler"."""
         logs = Logs()
-        names = sorted(self.pod_cache.pods) if self.pod_cache else []
-        for name in names:
-            component = self.pod_cache.pods[name]["metadata"].get("labels", {}).get(LABEL_COMPONENT)
-            if (component == "scheduler" and scheduler) or (component == "worker" and workers):
-                try:
-                    logs[name] = Log(await self.runtime.pod_logs(name))
-                except Exception as exc:
-                    logs[name] = Log(f"(logs unavailable: {exc})")
+        if scheduler and self.deploy_mode == "local" and self.scheduler_comm is not None:
+            with suppress(Exception):
+                lines = await self.scheduler_comm.get_logs()
+                logs["Scheduler"] = Log("\n".join(line for _, line in lines))
+        texts = await cluster_pod_logs(
+            self.runtime, self.pod_cache.pods if self.pod_cache else {}, self.name,
+            scheduler=scheduler, workers=workers, tail_lines=None,
+        )
+        logs.update((name, Log(text)) for name, text in texts.items())
         return logs
 
     async def _release(self):

@@ -8,6 +8,7 @@ import dask.config
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Callable, Dict, Float, Int, List, Unicode, Union
 
+from .backends.pods import PodBackend
 from .dashboard import host_allowlist
 from .handlers import handlers
 from .access import check_group_limits
@@ -17,7 +18,7 @@ from .manager import ClusterManager, Limits
 from .naming import current_user
 from .parity import notebook_image, with_image
 from .ownerpod import owner_pod_name, owner_pod_namespace
-from .runtimes import make_runtime
+from .runtimes import make_runtime, resolve_backend
 from .templates import TemplateError, load_template, load_templates, parse_memory, template_from_dask_config
 
 BUILTIN_TEMPLATES = os.path.join(os.path.dirname(__file__), "default_templates")
@@ -30,7 +31,8 @@ class DaskKube(ExtensionApp):
 
     backend = Unicode(
         None, allow_none=True, config=True,
-        help="kubernetes, local or auto (Kubernetes when in-cluster or a kubeconfig is found). "
+        help="kubernetes, local, gateway (Dask-Gateway, found through dask config gateway.*) or auto "
+        "(Kubernetes when in-cluster or a kubeconfig is found). "
         "Default: dask config kubernetes.backend (auto).",
     )
     namespace = Unicode(None, allow_none=True, config=True, help="Namespace for pods. Default: dask config, in-cluster or kubeconfig namespace.")
@@ -110,15 +112,25 @@ class DaskKube(ExtensionApp):
         return unique, problems
 
     def initialize_settings(self):
+        self.manager = None  # the pod backends' ClusterManager
+        if (self.backend or dask.config.get("kubernetes.backend", None)) == "gateway":
+            from .backends.gateway import GatewayBackend
+
+            self.cluster_backend = GatewayBackend()
+            self.settings["dask_kube_backend"] = self.cluster_backend
+            self.log.info("dask-kube: gateway backend (dask config gateway.address: %s)",
+                          dask.config.get("gateway.address", None))
+            return
         templates, problems = self._load_templates()
         for p in problems:
             self.log.error("dask-kube: bad template: %s", p)
-        runtime = make_runtime(self.backend, self.namespace)
-        # Local runtime: its fork server imports distributed in its own process while this server starts,
-        # so the first cluster starts as fast as later ones.
-        start_fork_server = getattr(getattr(runtime, "runner", None), "start_fork_server", None)
-        if start_fork_server is not None and dask.config.get("kubernetes.local.fork-server-at-start", True):
-            start_fork_server()
+        fork_server, self._fork_server = self._fork_server, None
+        try:
+            local = resolve_backend(self.backend) == "local"
+            runtime = make_runtime(self.backend, self.namespace, **({"fork_server": fork_server} if local else {}))
+        finally:
+            if fork_server is not None and not local:
+                fork_server.discard()
         max_memory = parse_memory(self.max_memory) if self.max_memory else 0
         try:
             group_limits = check_group_limits(self.group_limits)
@@ -145,6 +157,8 @@ class DaskKube(ExtensionApp):
             group_limits=group_limits,
         )
         self.settings["dask_kube_manager"] = self.manager
+        self.cluster_backend = PodBackend(self.manager)
+        self.settings["dask_kube_backend"] = self.cluster_backend
         self.log.info(
             "dask-kube: %s backend, namespace %s, %d template(s)", runtime.backend, runtime.namespace, len(templates)
         )
@@ -152,30 +166,44 @@ class DaskKube(ExtensionApp):
     def initialize_handlers(self):
         self.handlers.extend(handlers())
 
+    _fork_server = None
+
     def _link_jupyter_server_extension(self, serverapp):
         super()._link_jupyter_server_extension(serverapp)
+        # The local runtime's fork server imports distributed in its own process while this server goes on
+        # starting (from here, before the other extensions load), so the first cluster starts as fast as later
+        # ones. Unless the backend is plainly Kubernetes; "auto" is resolved later, and the server is then
+        # dropped if it is not needed.
+        if (self.backend or dask.config.get("kubernetes.backend", "auto")) != "kubernetes" and dask.config.get(
+                "kubernetes.local.fork-server", True) and dask.config.get("kubernetes.local.fork-server-at-start", True):
+            from .runtimes.forkserver import ForkServer
+
+            self._fork_server = ForkServer()
+            try:
+                self._fork_server.start(background=True)
+            except OSError as exc:
+                self.log.warning("dask-kube: fork server could not start (%s); the first pod will try again", exc)
+                self._fork_server = None
         # Before jupyter-server-proxy loads: let its /proxy/{host}:{port} reach only our schedulers.
         proxy_cfg = serverapp.config.ServerProxy
         if "host_allowlist" not in proxy_cfg:
             proxy_cfg.host_allowlist = host_allowlist(self._proxy_hosts)
 
     def _proxy_hosts(self):
-        manager = getattr(self, "manager", None)
-        return manager.scheduler_hosts() if manager is not None else ()
+        backend = getattr(self, "cluster_backend", None)
+        return backend.scheduler_hosts() if backend is not None else ()
 
     async def _start_jupyter_server_extension(self, serverapp):
         async def start():
             try:
-                await self.manager.start()
+                await self.cluster_backend.start()
             except Exception as exc:  # reported by the status endpoint; the server keeps running
                 self.log.error("dask-kube: could not start the cluster manager: %s", exc)
 
         self._start_task = asyncio.create_task(start())
 
     async def stop_extension(self):
-        await self.manager.close()
-        # The runtime is ours: its API client, or the local runner's fork server and proxies.
-        await self.manager.runtime.close()
+        await self.cluster_backend.close()
 
 
 def _jupyter_server_extension_points():

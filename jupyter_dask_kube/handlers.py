@@ -1,4 +1,4 @@
-"""Thin REST handlers over ClusterManager (the API is written down in openapi.yaml beside this file).
+"""Thin REST handlers over the cluster backend (backends/base.py; the API is written down in openapi.yaml).
 
 Every handler is authenticated and authorized by jupyter_server (XSRF included for non-GET), validates
 its body in bodies.py, and answers errors as JSON ``{"message": ...}`` with a 4xx.
@@ -42,8 +42,8 @@ class DaskKubeHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
     @property
-    def manager(self):
-        return self.settings["dask_kube_manager"]
+    def backend(self):
+        return self.settings["dask_kube_backend"]
 
     def _error(self, status: int, message: str):
         self.set_status(status)
@@ -67,8 +67,7 @@ class TemplatesHandler(DaskKubeHandler):
     @authorized
     @answers_errors
     async def get(self):
-        await self.manager.refresh_access()  # which templates this user's groups may see
-        self._json({"templates": self.manager.template_list()})
+        self._json({"templates": await self.backend.templates()})
 
 
 class ClustersHandler(DaskKubeHandler):
@@ -76,15 +75,14 @@ class ClustersHandler(DaskKubeHandler):
     @authorized
     @answers_errors
     async def get(self):
-        await self.manager.start()
-        self._json_text(self.manager.list_json())
+        self._json_text(await self.backend.list_json())
 
     @web.authenticated
     @authorized
     @answers_errors
     async def post(self):
         req = parse_create(self._body())
-        model = await self.manager.create(req)
+        model = await self.backend.create(req)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + model["id"])
         self._json(model, 201)
 
@@ -94,26 +92,24 @@ class ClusterHandler(DaskKubeHandler):
     @authorized
     @answers_errors
     async def get(self, cluster_id):
-        await self.manager.start()
-        self._json_text(self.manager.model_json(self.manager.get(cluster_id)))
+        self._json_text(await self.backend.cluster_json(cluster_id))
 
     @web.authenticated
     @authorized
     @answers_errors
     async def patch(self, cluster_id):
         change = parse_patch(self._body())
-        self.manager.get(cluster_id)  # 404 before anything else
         if "workers" in change:
-            model = await self.manager.scale(cluster_id, change["workers"])
+            model = await self.backend.scale(cluster_id, change["workers"])
         else:
-            model = await self.manager.adapt(cluster_id, change["adapt"])
+            model = await self.backend.adapt(cluster_id, change["adapt"])
         self._json(model)
 
     @web.authenticated
     @authorized
     @answers_errors
     async def delete(self, cluster_id):
-        await self.manager.delete(cluster_id)
+        await self.backend.delete(cluster_id)
         self.set_status(204)
         self.finish()
 
@@ -123,7 +119,7 @@ class LogsHandler(DaskKubeHandler):
     @authorized
     @answers_errors
     async def get(self, cluster_id):
-        self._json({"logs": await self.manager.logs(cluster_id)})
+        self._json({"logs": await self.backend.logs(cluster_id)})
 
 
 class StatusHandler(DaskKubeHandler):
@@ -131,7 +127,7 @@ class StatusHandler(DaskKubeHandler):
     @authorized
     @answers_errors
     async def get(self):
-        self._json(await self.manager.status())
+        self._json(await self.backend.status())
 
 
 class OpenAPIHandler(DaskKubeHandler):

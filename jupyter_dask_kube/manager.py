@@ -32,11 +32,14 @@ from .objects import (
 from . import rbac
 from .naming import service_name
 from .podcache import PodCache
+from .podlogs import cluster_pod_logs
 from .podstatus import is_terminal, pod_summary, readable_problem
 from .runtimes import PodRuntime, RuntimeAPIError
 from .lifetimes import LifetimePolicy, lifetime_annotations, parse_lifetime_annotations
 from .ownerpod import OwnerPodError, find_owner_pod
+from .runtimes.base import readable_error
 from .templates import ClusterTemplate, OptionError
+from .versioncheck import readable_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class ClusterRecord:
     requested: int
     adapt: dict | None
     cores_per_worker: float
-    memory_per_worker: int
+    memory_per_worker: int | None  # None: the worker template does not say
     options: dict
     created: datetime
     state: str = "creating"  # creating | ready | stopping | failed
@@ -87,11 +90,13 @@ class ClusterRecord:
         return self.adapt["maximum"] if self.adapt else self.requested
 
 
-def _per_worker(template: ClusterTemplate) -> tuple[float, int]:
+def _per_worker(template: ClusterTemplate) -> tuple[float, int | None]:
+    """Cores and memory bytes one worker counts for in the limits. Cores default to 1 (dask's one
+    thread); memory None = the template does not say (no limit, request or absolute --memory-limit)."""
     res = template.worker_resources()
     cores = res.get("cores") or 1.0
-    memory = res.get("memory") or 0
-    return float(cores), int(memory)
+    memory = res.get("memory")
+    return float(cores), (int(memory) if memory else None)
 
 
 class ClusterManager:
@@ -130,7 +135,7 @@ class ClusterManager:
         self.start_timeout = start_timeout
         self.base_url = base_url
         self.options_handler = options_handler
-        self.template_problems = list(template_problems or [])
+        self.template_problems = list(template_problems or []) + self._unsized_templates()
         self.lifetimes = lifetimes or LifetimePolicy()
         #: The notebook pod that owns non-kept clusters (ownerpod.py); None: not in a pod, or turned off.
         self.owner_pod, self.owner_namespace = owner_pod, owner_namespace
@@ -144,6 +149,22 @@ class ClusterManager:
         self._adopting: set[str] = set()  # clusters whose Service is being checked before adoption
         self._deleted: set[str] = set()  # clusters this manager deleted: late watch events must not revive them
         self._grouped: tuple = ()  # (pod cache generation, pods by cluster id)
+
+    def _unsized_templates(self) -> list[str]:
+        """Under max_memory, templates whose workers (with default options) have no memory size: the
+        admin sees them in the status problems rather than users meeting a 403 on create."""
+        if not self.limits.max_memory:
+            return []
+        out = []
+        for t in self.templates.values():
+            try:
+                memory = _per_worker(t.apply_options({}))[1]
+            except (OptionError, ValueError):
+                continue  # reported when used
+            if memory is None:
+                out.append(f"{t.name!r}: its workers have no memory size (no memory limit or request, no "
+                           "--memory-limit size), so it cannot be created under the per-user memory limit")
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self):
@@ -335,13 +356,23 @@ class ClusterManager:
             n += 1
         return name
 
-    def _check_limits(self, workers: int, cores: float, memory: int, exclude: str | None = None):
+    def _workers_counted(self, rec: ClusterRecord) -> int:
+        """Workers a cluster counts for: what it may run (its count or adapt maximum), or the worker
+        pods it has when more (a cluster made from Python scales in its own process, unrecorded)."""
+        pods = self._pods_by_cluster().get(rec.id, ((),))[0]
+        live = sum(
+            1 for p in pods
+            if p["metadata"].get("labels", {}).get(LABEL_COMPONENT) == "worker" and not is_terminal(p)
+        )
+        return max(rec.reserved_workers, live)
+
+    def _check_limits(self, workers: int, cores: float, memory: int | None, exclude: str | None = None):
         lim = self.limits
         if lim.max_workers and workers > lim.max_workers:
             raise ApiError(403, f"{workers} workers is above the limit of {lim.max_workers} workers per cluster")
-        others = [r for r in self._live_records() if r.id != exclude]
+        others = [(r, self._workers_counted(r)) for r in self._live_records() if r.id != exclude]
         if lim.max_cores:
-            used = sum(r.reserved_workers * r.cores_per_worker for r in others)
+            used = sum(n * r.cores_per_worker for r, n in others)
             if used + workers * cores > lim.max_cores + 1e-9:
                 raise ApiError(
                     403,
@@ -349,12 +380,21 @@ class ClusterManager:
                     f"your limit is {lim.max_cores:g} cores across all clusters ({used:g} in use)",
                 )
         if lim.max_memory:
-            used = sum(r.reserved_workers * r.memory_per_worker for r in others)
-            if used + workers * memory > lim.max_memory:
+            if memory is None and workers > 0:
+                # A worker with no memory size may use a whole node: it cannot be counted against a limit.
+                raise ApiError(
+                    403,
+                    "this template does not say how much memory its workers use (no memory limit or request "
+                    "on the worker container, no --memory-limit size), and your memory is limited to "
+                    f"{lim.max_memory / 2**30:.3g} GiB across all clusters; pick a memory size or ask your hub admin",
+                )
+            used = sum(n * (r.memory_per_worker or 0) for r, n in others)
+            asked = workers * (memory or 0)
+            if used + asked > lim.max_memory:
                 gib = 2**30
                 raise ApiError(
                     403,
-                    f"{workers} workers x {memory / gib:.3g} GiB would use {(used + workers * memory) / gib:.3g} GiB; "
+                    f"{workers} workers x {(memory or 0) / gib:.3g} GiB would use {(used + asked) / gib:.3g} GiB; "
                     f"your limit is {lim.max_memory / gib:.3g} GiB across all clusters ({used / gib:.3g} GiB in use)",
                 )
 
@@ -474,7 +514,7 @@ class ClusterManager:
             workers = await comm.broadcast(msg={"op": "versions"}, on_error="ignore")
             msg = error_message(scheduler=scheduler, workers=workers, source=get_versions(), source_name="Jupyter server")
             if msg.get("warning"):
-                rec.warnings.append("Version mismatch between this server and the cluster:\n" + msg["warning"])
+                rec.warnings.append(readable_mismatch(msg["warning"]))
 
     # -- read ------------------------------------------------------------------------------------
     def get(self, cluster_id: str) -> ClusterRecord:
@@ -669,12 +709,7 @@ class ClusterManager:
 
     async def logs(self, cluster_id: str) -> dict[str, str]:
         rec = self.get(cluster_id)
-        names = sorted(
-            (n for n, p in self.pod_cache.pods.items() if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id),
-            key=lambda n: (not n.endswith("-scheduler"), n),
-        )
-        texts = await asyncio.gather(*(self.runtime.pod_logs(n, tail_lines=2000) for n in names), return_exceptions=True)
-        return {n: (t if isinstance(t, str) else f"(logs unavailable: {_reason(t)})") for n, t in zip(names, texts)}
+        return await cluster_pod_logs(self.runtime, self.pod_cache.pods, rec.id)
 
     def _on_pod_event(self, etype: str, pod: dict):
         """A new scheduler pod of this user that we did not make (a KubeCluster from Python): adopt it
@@ -757,6 +792,4 @@ def _reason(exc: BaseException) -> str:
     """A readable one-line reason from an exception chain (the API's or the pod's own words)."""
     while isinstance(exc, RuntimeError) and exc.__cause__ is not None and str(exc).startswith("Cluster failed to start"):
         exc = exc.__cause__
-    if isinstance(exc, RuntimeAPIError):
-        return f"{exc.reason}: {exc.message}" if exc.status else exc.message
-    return str(exc) or type(exc).__name__
+    return readable_error(exc)

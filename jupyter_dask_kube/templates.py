@@ -573,6 +573,10 @@ class ClusterTemplate:
                 cores = float(parse_cores(get_arg(argv, "--nthreads")))
         except ValueError:
             cores = None
+        # Memory: the container limit, else dask's absolute --memory-limit, else the container request.
+        # "auto", 0 and fractions are shares of the node, not a size: unknown (None), which the limits
+        # refuse rather than count as 0 bytes (see ClusterManager._check_limits).
+        requests = (container.get("resources") or {}).get("requests") or {}
         try:
             if limits.get("memory") is not None:
                 memory = parse_memory(limits["memory"])
@@ -580,6 +584,8 @@ class ClusterTemplate:
                 arg = get_arg(argv, "--memory-limit")
                 if arg is not None and arg not in ("auto", "0") and not re.fullmatch(r"0?\.\d+|1\.0*", arg):
                     memory = parse_memory(arg) or None
+                elif requests.get("memory") is not None:
+                    memory = parse_memory(requests["memory"]) or None
         except ValueError:
             memory = None
         return {"cores": cores, "memory": memory, "image": container.get("image")}

@@ -96,22 +96,30 @@ def chp_command() -> str:
 class Hub:
     """A `jupyterhub` subprocess and what it started; :meth:`stop` ends all of it and reports any survivor."""
 
-    def __init__(self, chp: str, emu, workdir: str):
+    def __init__(self, chp: str, emu, workdir: str, *, dask_kube: dict | None = None, dask_config: dict | None = None,
+                 hub_settings: dict | None = None):
+        """``dask_kube``: the servers' c.DaskKube config instead of the kubernetes one on ``emu``; ``dask_config``:
+        files for the servers' DASK_CONFIG folder; ``hub_settings``: more for jupyterhub_config.py (services...)."""
         self.chp = chp
         self.emu = emu
+        self.dask_kube = dask_kube or {"backend": "kubernetes", "namespace": emu.namespace, "templates": TEMPLATES,
+                                       **LIMITS}
+        self.dask_config = dask_config or {}
+        self.hub_settings = hub_settings or {}
         self.dir = workdir
         self.log_path = os.path.join(workdir, "jupyterhub.log")
         self.proc: subprocess.Popen | None = None
         self.admin_token = secrets.token_hex(16)
         self.tokens: dict[str, str] = {}
         self.tracked: dict[int, tuple[float, str]] = {}  # pid -> (create_time, what)
-        self.ports: list[int] = []
-        self.url = ""
+        # chosen now so that services the servers use (a dask-gateway) can be pointed at the hub before it starts
+        self.ports: list[int] = free_ports(3)
+        self.url = f"http://127.0.0.1:{self.ports[0]}"
+        self.api_url = f"http://127.0.0.1:{self.ports[1]}/hub/api"
 
     # -- start ---------------------------------------------------------------------------------------------------
     def start(self):
-        proxy_port, hub_port, api_port = self.ports = free_ports(3)
-        self.url = f"http://127.0.0.1:{proxy_port}"
+        proxy_port, hub_port, api_port = self.ports
         jupyter_config = os.path.join(self.dir, "jupyter-config")
         os.makedirs(jupyter_config)
         with open(os.path.join(jupyter_config, "jupyter_server_config.json"), "w") as f:
@@ -129,14 +137,17 @@ class Hub:
                             "jupyter_server_terminals": False,
                         }
                     },
-                    "DaskKube": {"backend": "kubernetes", "namespace": self.emu.namespace, "templates": TEMPLATES,
-                                 **LIMITS},
+                    "DaskKube": self.dask_kube,
                     "FileContentsManager": {"delete_to_trash": False},
                 },
                 f,
             )
         os.makedirs(os.path.join(self.dir, "dask"))
+        for name, text in self.dask_config.items():
+            with open(os.path.join(self.dir, "dask", name), "w") as f:
+                f.write(text)
         settings = {
+            **self.hub_settings,
             "dir": self.dir,
             "proxy_port": proxy_port,
             "hub_port": hub_port,
@@ -144,7 +155,7 @@ class Hub:
             "chp": self.chp,
             "admin_token": self.admin_token,
             "environment": {
-                "KUBECONFIG": self.emu.kubeconfig,
+                **({"KUBECONFIG": self.emu.kubeconfig} if self.emu is not None else {}),
                 "DASK_CONFIG": os.path.join(self.dir, "dask"),
                 "JUPYTER_CONFIG_DIR": jupyter_config,
             },

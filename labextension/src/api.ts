@@ -87,6 +87,8 @@ export interface Cluster {
   expires?: string | null;
   /** Kept after the owner's Jupyter server stops. */
   keep?: boolean;
+  /** Code a notebook runs to use the cluster, when the backend has its own (gateway). */
+  connect_code?: string;
 }
 
 export interface Status {

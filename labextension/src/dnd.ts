@@ -64,8 +64,10 @@ export function startClusterDrag(
 
   const dragImage = document.createElement('div');
   dragImage.className = 'jp-dragImage dask-kube-dragImage';
-  // the line that matters of what is dropped (a Client, or the cluster by name)
-  dragImage.textContent = source_code.split('\n')[1] ?? source_code;
+  // the line that creates the client, whichever backend's code it is
+  dragImage.textContent =
+    source_code.split('\n').find(line => line.startsWith('client =')) ??
+    source_code;
 
   const drag = new Drag({
     mimeData,

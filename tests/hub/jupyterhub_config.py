@@ -30,7 +30,7 @@ c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allowed_users = {"alice", "bob"}
 
 # An admin service whose token drives the test: makes user tokens and starts/stops servers over the REST API.
-c.JupyterHub.services = [{"name": "jdk-test-admin", "api_token": s["admin_token"]}]
+c.JupyterHub.services = [{"name": "jdk-test-admin", "api_token": s["admin_token"]}] + s.get("services", [])
 c.JupyterHub.load_roles = [
     {
         "name": "jdk-test-admin",
@@ -39,7 +39,7 @@ c.JupyterHub.load_roles = [
     },
     # As deploy/z2jh-values.yaml: the servers' own token may read the user's groups (templates and limits per group).
     {"name": "server", "scopes": ["users:activity!user", "access:servers!server", "read:users:groups!user"]},
-]
+] + s.get("roles", [])
 # alice and bob in different groups: they see different templates and get different limits.
 c.JupyterHub.load_groups = {"gpu-team": {"users": ["alice"]}, "students": {"users": ["bob"]}}
 
@@ -55,3 +55,5 @@ c.Spawner.http_timeout = 120
 # Only what the spawner passes is seen by the servers: JUPYTER_CONFIG_DIR holds jupyter_server_config.json
 # (extensions on, c.DaskKube.* with backend "kubernetes"), KUBECONFIG the one emulated cluster both users share.
 c.Spawner.environment = dict(s["environment"])
+if s.get("server_token_scopes"):  # e.g. access to a dask-gateway registered as a hub service
+    c.Spawner.server_token_scopes = s["server_token_scopes"]
