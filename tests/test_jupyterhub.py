@@ -358,17 +358,14 @@ def _pods(core, namespace: str, selector: str) -> list:
     return core.list_namespaced_pod(namespace, label_selector=selector).items
 
 
-def _dask_processes(prefixes: tuple[str, ...]) -> list[str]:
-    """Dask processes of these clusters anywhere on this machine (the kubelet sets HOSTNAME=<pod name>)."""
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            host = p.environ().get("HOSTNAME", "")
-        except psutil.Error:
-            continue
-        if host.startswith(prefixes):
-            found.append(f"{p.pid} {host}: {' '.join((p.info['cmdline'] or [])[:4])}")
-    return found
+def _dask_processes(pod_ips: set[str]) -> list[str]:
+    """Processes on this machine listening on these pods' own loopback addresses. (Pod processes may be forks
+    of a fork server, whose /proc environ is the server's, so HOSTNAME cannot find them.)"""
+    found = set()
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip in pod_ips and c.pid:
+            found.add(f"{c.pid} {c.laddr.ip}:{c.laddr.port}")
+    return sorted(found)
 
 
 # -- the test ----------------------------------------------------------------------------------------------------
@@ -471,8 +468,8 @@ def _two_users(hub: Hub, emu):
     assert r.status_code == 200 and "Dask" in r.text, (r.status_code, r.text[:300])
 
     # -- both delete their clusters: no pod, no dask process remains --------------------------------------------
-    prefixes = (a_id, b_id)
-    assert _dask_processes(prefixes), "the clusters' dask processes should be visible before deletion"
+    pod_ips = {p.status.pod_ip for p in _pods(core, ns, USERS_SELECTOR) if p.status.pod_ip}
+    assert len(_dask_processes(pod_ips)) >= 4, "each pod's dask process should be listening before deletion"
     for u, cid in ((alice, a_id), (bob, b_id)):
         code, data = u.api("DELETE", f"clusters/{cid}")
         assert code == 204, (u.name, code, data)
@@ -481,8 +478,8 @@ def _two_users(hub: Hub, emu):
         assert code == 200 and data["clusters"] == [], data
     wait_for(lambda: not _pods(core, ns, USERS_SELECTOR), 60, what="alice's and bob's pods to be gone",
              detail=lambda: [p.metadata.name for p in _pods(core, ns, USERS_SELECTOR)])
-    wait_for(lambda: not _dask_processes(prefixes), 30, what="the clusters' dask processes to end",
-             detail=lambda: _dask_processes(prefixes))
+    wait_for(lambda: not _dask_processes(pod_ips), 30, what="the clusters' dask processes to end",
+             detail=lambda: _dask_processes(pod_ips))
 
     # -- the hub, its proxy and both single-user servers stop cleanly --------------------------------------------
     survivors = hub.stop()
