@@ -658,6 +658,10 @@ def main() -> int:
         r = up[f"ours-{v}"] / up[f"floor-{v}"]
         ratios.append(f"ours/floor({v})={r:.2f}")
         verdict.append(f"<=1.2x floor ({v}) {'MET' if r <= 1.2 else 'MISSED'}")
+    # Issue #15 (nanny workers forked from an already-imported Python): <= 0.5 s and <= 0.15 x the floor
+    r = up["ours-nanny"] / up["floor-nanny"]
+    verdict.append(f"nanny <= 0.5 s {'MET' if up['ours-nanny'] <= 0.5 else 'MISSED'}")
+    verdict.append(f"nanny <= 0.15x floor {'MET' if r <= 0.15 else 'MISSED'}")
     d = max(down["ours-nanny"], down["ours-nonanny"])
     ratios.append(f"DELETE->gone={d:.2f}s (/1s={d:.2f})")
     verdict.append(f"DELETE < 1 s {'MET' if d < 1 else 'MISSED'}")

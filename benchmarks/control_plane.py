@@ -61,6 +61,7 @@ WORKER_TEMPLATE = {
 # -- client-side request counting ---------------------------------------------------------------------
 _counts: collections.Counter = collections.Counter()
 _counts_lock = threading.Lock()
+_last_answer: dict[str, float] = {}  # when the last create / delete was answered (monotonic)
 _POD_PATH = re.compile(r"/api/v1/namespaces/[^/]+/pods(/[^/?]+)?(/[^/?]+)?")
 
 
@@ -92,7 +93,10 @@ def install_counter() -> None:
         kind = classify(method, url)
         with _counts_lock:
             _counts[kind] += 1
-        return original(self, method, url, *args, **kwargs)
+        resp = original(self, method, url, *args, **kwargs)
+        if kind in ("create", "delete"):
+            _last_answer[kind] = time.monotonic()
+        return resp
 
     request._bench_wrapped = True
     k8s_rest.RESTClientObject.request = request
@@ -100,14 +104,14 @@ def install_counter() -> None:
     # TCP connections opened to the API: a client that reuses its pool opens ~1 per thread, not per call.
     import urllib3.connectionpool as cp
 
-    new_conn = cp.HTTPConnectionPool._new_conn
+    # HTTPS pools (a real API server) have their own _new_conn that does not call the HTTP one.
+    for pool in (cp.HTTPConnectionPool, cp.HTTPSConnectionPool):
+        def counting_new_conn(self, _new_conn=pool._new_conn):
+            with _counts_lock:
+                _counts["new-connections"] += 1
+            return _new_conn(self)
 
-    def counting_new_conn(self):
-        with _counts_lock:
-            _counts["new-connections"] += 1
-        return new_conn(self)
-
-    cp.HTTPConnectionPool._new_conn = counting_new_conn
+        pool._new_conn = counting_new_conn
 
 
 def take_counts() -> collections.Counter:
@@ -158,6 +162,7 @@ async def product_run(emu: EmulatedKubernetes, pods: int, idx: int) -> dict:
         t1 = await wait_pods(emu, pods)
         up = take_counts()
         up_s = t1 - t0
+        up_answered = _last_answer["create"] - t0
         await asyncio.sleep(0.3)  # let watch events settle; nothing below counts them
         take_counts()
         t0 = time.monotonic()
@@ -165,10 +170,13 @@ async def product_run(emu: EmulatedKubernetes, pods: int, idx: int) -> dict:
         t1 = await wait_pods(emu, 0)
         down = take_counts()
         down_s = t1 - t0
+        down_answered = _last_answer["delete"] - t0
     finally:
         await cluster.close()
         await runtime.close()
-    return {"up_s": up_s, "down_s": down_s, "up": up, "down": down}
+    # *_answered: when the last create / delete got its answer (the rest is the API server's and node's part)
+    return {"up_s": up_s, "down_s": down_s, "up": up, "down": down, "up_answered": up_answered,
+            "down_answered": down_answered}
 
 
 # -- one raw-client run -------------------------------------------------------------------------------------
@@ -193,6 +201,7 @@ def raw_run(emu: EmulatedKubernetes, pods: int, idx: int, threads: int = 16) -> 
         t0 = time.monotonic()
         # the body is read in the calling thread, so the connection goes back to the pool at once
         list(pool.map(lambda m: core.create_namespaced_pod(ns, m, _preload_content=False).data, manifests))
+        up_answered = time.monotonic() - t0
         while pod_count(emu) != pods:
             time.sleep(0.005)
         up_s = time.monotonic() - t0
@@ -200,12 +209,14 @@ def raw_run(emu: EmulatedKubernetes, pods: int, idx: int, threads: int = 16) -> 
         t0 = time.monotonic()
         list(pool.map(lambda n: core.delete_namespaced_pod(n, ns, grace_period_seconds=1,
                                                            _preload_content=False).data, names))
+        down_answered = time.monotonic() - t0
         while pod_count(emu) != 0:
             time.sleep(0.005)
         down_s = time.monotonic() - t0
         down = take_counts()
     api_client.close()
-    return {"up_s": up_s, "down_s": down_s, "up": up, "down": down}
+    return {"up_s": up_s, "down_s": down_s, "up": up, "down": down, "up_answered": up_answered,
+            "down_answered": down_answered}
 
 
 def fmt_counts(c: collections.Counter) -> str:

@@ -12,6 +12,10 @@ def __getattr__(name):
         from .cluster import KubeCluster
 
         return KubeCluster
+    if name in ("list_clusters", "ClusterNotFound"):
+        from . import attach
+
+        return getattr(attach, name)
     if name == "make_pod_spec":
         from .objects import make_pod_spec
 
@@ -29,4 +33,4 @@ def _jupyter_labextension_paths():
     return [{"src": "labextension", "dest": "jupyter-dask-kube"}]
 
 
-__all__ = ["KubeCluster", "make_pod_spec", "__version__"]
+__all__ = ["ClusterNotFound", "KubeCluster", "list_clusters", "make_pod_spec", "__version__"]

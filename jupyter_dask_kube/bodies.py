@@ -26,6 +26,8 @@ class CreateRequest:
     workers: int | None = None
     adapt: dict | None = None
     options: dict = field(default_factory=dict)
+    #: Survive the owner's server (up to c.DaskKube.max_detached_lifetime).
+    keep: bool = False
 
 
 def parse_json(raw: bytes | str) -> dict:
@@ -71,7 +73,7 @@ def parse_adapt(value) -> dict | None:
 
 
 def parse_create(body: dict) -> CreateRequest:
-    unknown = set(body) - {"template", "name", "workers", "adapt", "options"}
+    unknown = set(body) - {"template", "name", "workers", "adapt", "options", "keep"}
     if unknown:
         raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
     req = CreateRequest()
@@ -89,6 +91,10 @@ def parse_create(body: dict) -> CreateRequest:
     req.adapt = parse_adapt(body.get("adapt"))
     if req.workers is not None and req.adapt is not None:
         raise ApiError(400, "give either workers or adapt, not both")
+    keep = body.get("keep", False)
+    if not isinstance(keep, bool):
+        raise ApiError(400, f"keep must be true or false, not {json.dumps(keep)}")
+    req.keep = keep
     options = body.get("options")
     if options is not None:
         if not isinstance(options, dict):

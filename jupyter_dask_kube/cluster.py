@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import ipaddress
 import json
 import logging
 import time
 import weakref
 from contextlib import suppress
+from urllib.parse import urlsplit
 
 import dask.config
 from distributed.core import Status
@@ -24,6 +26,7 @@ from distributed.deploy.spec import ProcessInterface, SpecCluster
 from distributed.utils import Log, Logs, get_ip
 
 from . import config  # noqa: F401  (kubernetes.* defaults)
+from .attach import service_address
 from .dashboard import dashboard_link as format_link
 from .naming import (
     current_user,
@@ -42,6 +45,7 @@ from .objects import (
     resource_warnings,
 )
 from .podcache import PodCache
+from .podlogs import cluster_pod_logs
 from .podstatus import (
     final_event,
     is_running,
@@ -53,6 +57,7 @@ from .podstatus import (
     readable_problem,
 )
 from .runtimes import PodRuntime, RuntimeAPIError, make_runtime
+from .lifetimes import apply_lifetime, lifetime_annotations, parse_lifetime_annotations
 from .templates import load_pod, template_from_dask_config
 
 logger = logging.getLogger(__name__)
@@ -99,13 +104,12 @@ class SchedulerPod(ProcessInterface):
             svc = await rt.read_service(service_name(c.name))
             if pod is None or svc is None:
                 raise PodStartError(f"cluster {c.name} has no scheduler pod or Service to adopt")
+            c._take_over(pod)
         else:
             pod = await rt.create_pod(c._scheduler_manifest())
             svc = await rt.create_service(build_service(c.name, c.username, pod))
         self.pod = pod
-        ip = svc.get("spec", {}).get("clusterIP")
-        host = ip if ip and ip != "None" else f"{svc['metadata']['name']}.{rt.namespace}"
-        self.address = f"tcp://{host}:{SCHEDULER_PORT}"
+        self.address = service_address(svc, rt.namespace)
 
     async def start(self):
         await self.create()
@@ -187,10 +191,17 @@ class KubeCluster(SpecCluster):
         adopt: bool = False,
         scheduler_timeout: float | None = None,
         start_timeout: float | None = None,
-        shutdown_on_close: bool = True,
+        shutdown_on_close: bool | None = None,
+        expires=None,
+        keep: bool = False,
+        owner_pod: dict | None = None,
+        no_client_timeout: float | None = None,
         **kwargs,
     ):
-        if pod_template is None:
+        if pod_template is None and adopt:
+            # Attached by name: the worker template is read from the scheduler pod when it is found (_start).
+            self.pod_template = {"kind": "Pod", "spec": {"containers": []}}
+        elif pod_template is None:
             tmpl = template_from_dask_config()
             if tmpl is None:
                 raise ValueError(
@@ -221,6 +232,11 @@ class KubeCluster(SpecCluster):
         #: While the scheduler pod waits for a node: why, for the user ("waiting for a node: 0/1 nodes ...").
         self.waiting: str | None = None
         self.annotations = annotations or {}
+        # Lifetimes (lifetimes.py): enforced by the scheduler pod itself, not by this process.
+        self.expires, self.keep, self.owner_pod = expires, keep, owner_pod
+        self.no_client_timeout = (
+            no_client_timeout if no_client_timeout is not None else dask.config.get("kubernetes.no-client-timeout", 0)
+        )
         self._adopt = adopt
         self._n_workers = n_workers
 
@@ -237,7 +253,10 @@ class KubeCluster(SpecCluster):
         self.pod_cache = pod_cache
         self._own_cache = pod_cache is None
         self._unsubscribe = None
-        self._delete_on_close = True
+        # As the operator's: a cluster you create goes with close(); one you attach to stays.
+        if shutdown_on_close is None:
+            shutdown_on_close = not adopt
+        self._delete_on_close = shutdown_on_close
         self._closing_workers: set[str] = set()
         self._failures: collections.deque = collections.deque()
         #: (unix time, pod name, reason) of the last workers lost (evicted, OOMKilled, deleted...), newest last.
@@ -281,8 +300,31 @@ class KubeCluster(SpecCluster):
     def from_dict(cls, pod_spec: dict, **kwargs) -> KubeCluster:
         return cls(load_pod(pod_spec), **kwargs)
 
+    @classmethod
+    def from_name(cls, name: str, *, namespace: str | None = None, backend: str | None = None, **kwargs) -> KubeCluster:
+        """Attach to a running cluster of yours by its name (made by the panel, REST or Python elsewhere).
+
+        The cluster object can scale, adapt, ``get_logs()`` and ``close()``; ``close()`` leaves the cluster
+        running unless ``shutdown_on_close=True`` (or call ``shutdown()``). The name is the cluster's id
+        (``dask-alice-1a2b3c4d``) or the name its card shows. A name that is not there raises
+        :class:`ClusterNotFound` (a LookupError) naming the clusters there are.
+        """
+        from .attach import check_attachable
+
+        check_attachable(name, backend)
+        return cls(None, name=name, namespace=namespace, backend=backend, adopt=True, **kwargs)
+
     def _local_scheduler_host(self) -> str:
+        """Where worker pods reach a scheduler in this process: loopback when the pods run on this
+        machine (local runtime, or an API server on loopback: the emulator or a test control plane),
+        else this machine's address on the pod network."""
         if self.runtime.backend == "local":
+            return "127.0.0.1"
+        api_host = urlsplit(getattr(self.runtime, "host", "") or "").hostname or ""
+        with suppress(ValueError):
+            if ipaddress.ip_address(api_host).is_loopback:
+                return "127.0.0.1"
+        if api_host == "localhost":
             return "127.0.0.1"
         return get_ip()
 
@@ -291,15 +333,16 @@ class KubeCluster(SpecCluster):
             **self.annotations,
             ANNOTATION_WORKER_TEMPLATE: json.dumps(self.pod_template, separators=(",", ":")),
         }
-        return build_scheduler_pod(
+        pod = build_scheduler_pod(
             self.scheduler_pod_template,
             self.pod_template,
             cluster_name=self.name,
             username=self.username,
-            annotations=annotations,
+            annotations={**annotations, **lifetime_annotations(self.expires, self.keep)},
             idle_timeout=self.idle_timeout,
             env=self.env,
         )
+        return apply_lifetime(pod, expires=self.expires, no_client_timeout=self.no_client_timeout, owner=self.owner_pod)
 
     def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
         owner = self.scheduler.pod if isinstance(self.scheduler, SchedulerPod) else None
@@ -316,10 +359,39 @@ class KubeCluster(SpecCluster):
     def _new_worker_name(self, worker_number):
         return worker_pod_name(self.name, new_worker_suffix())
 
+    @property
+    def _delete_on_close(self) -> bool:
+        """Whether close() deletes the pods: one flag with SpecCluster's (atexit) ``shutdown_on_close``."""
+        return self.shutdown_on_close
+
+    @_delete_on_close.setter
+    def _delete_on_close(self, value: bool):
+        self.shutdown_on_close = value
+
+    def _take_over(self, scheduler_pod: dict):
+        """What an attached cluster learns from its scheduler pod: worker template and lifetimes."""
+        ann = scheduler_pod["metadata"].get("annotations") or {}
+        self.expires, self.keep = parse_lifetime_annotations(ann)
+        if not (self.pod_template.get("spec") or {}).get("containers"):
+            try:
+                self.pod_template = load_pod(json.loads(ann[ANNOTATION_WORKER_TEMPLATE]))
+            except (KeyError, ValueError) as exc:
+                raise PodStartError(f"cluster {self.name} records no worker template on its scheduler pod") from exc
+            self.warnings = resource_warnings(self.pod_template)
+
     # -- lifecycle -------------------------------------------------------------------------------
     async def _start(self):
         if self.status == Status.running:
             return
+        if self._adopt and not (self.pod_template.get("spec") or {}).get("containers"):
+            from .attach import find_cluster
+
+            try:  # by name: resolve the name first, so a wrong one is a LookupError naming what there is
+                self._cluster_name = self.name = await find_cluster(self.runtime, self.name, self.username)
+            except LookupError:
+                await self._release()
+                self.status = Status.closed
+                raise
         if self.pod_cache is None:
             self.pod_cache = PodCache(self.runtime, cluster_selector(self.name))
         try:
@@ -622,15 +694,18 @@ class KubeCluster(SpecCluster):
             waiter.cancel()
 
     async def _get_logs(self, cluster=True, scheduler=True, workers=True):
+        """``cluster.get_logs()``: each pod's logs by pod name (the REST logs' own implementation); with
+        ``deploy_mode="local"`` the scheduler runs here, and its log is under "Scheduler"."""
         logs = Logs()
-        names = sorted(self.pod_cache.pods) if self.pod_cache else []
-        for name in names:
-            component = self.pod_cache.pods[name]["metadata"].get("labels", {}).get(LABEL_COMPONENT)
-            if (component == "scheduler" and scheduler) or (component == "worker" and workers):
-                try:
-                    logs[name] = Log(await self.runtime.pod_logs(name))
-                except Exception as exc:
-                    logs[name] = Log(f"(logs unavailable: {exc})")
+        if scheduler and self.deploy_mode == "local" and self.scheduler_comm is not None:
+            with suppress(Exception):
+                lines = await self.scheduler_comm.get_logs()
+                logs["Scheduler"] = Log("\n".join(line for _, line in lines))
+        texts = await cluster_pod_logs(
+            self.runtime, self.pod_cache.pods if self.pod_cache else {}, self.name,
+            scheduler=scheduler, workers=workers, tail_lines=None,
+        )
+        logs.update((name, Log(text)) for name, text in texts.items())
         return logs
 
     async def _release(self):
@@ -673,11 +748,25 @@ class KubeCluster(SpecCluster):
         else:
             with suppress(AttributeError):
                 self._adaptive.stop()
+            if getattr(self, "_sync_cluster_info_task", None) is not None:  # let go quietly: no pending task
+                self._sync_cluster_info_task.cancel()
+                with suppress(BaseException):
+                    await self._sync_cluster_info_task
+            for pc in getattr(self, "periodic_callbacks", {}).values():
+                pc.stop()
             if self.scheduler_comm is not None:
                 with suppress(Exception):
                     await self.scheduler_comm.close_rpc()
             self.status = Status.closed
         await self._release()
+
+    async def _shutdown(self):
+        self._delete_on_close = True
+        await self._close()
+
+    def shutdown(self):
+        """Delete the cluster's pods and Service, whatever ``shutdown_on_close`` says."""
+        return self.sync(self._shutdown)
 
     async def detach(self):
         """Stop managing the cluster without deleting its pods (so a restarted server can re-adopt it)."""

@@ -11,9 +11,14 @@ from traitlets import Bool, Callable, Dict, Float, Int, List, Unicode, Union
 from .backends.pods import PodBackend
 from .dashboard import host_allowlist
 from .handlers import handlers
+from .access import check_group_limits
+from .hubgroups import HubGroups
+from .lifetimes import LifetimePolicy
 from .manager import ClusterManager, Limits
 from .naming import current_user
-from .runtimes import make_runtime
+from .parity import notebook_image, with_image
+from .ownerpod import owner_pod_name, owner_pod_namespace
+from .runtimes import make_runtime, resolve_backend
 from .templates import TemplateError, load_template, load_templates, parse_memory, template_from_dask_config
 
 BUILTIN_TEMPLATES = os.path.join(os.path.dirname(__file__), "default_templates")
@@ -47,6 +52,25 @@ class DaskKube(ExtensionApp):
     max_cores = Float(0, config=True, help="Cores per user across all clusters (0 = no limit).")
     max_memory = Union([Int(), Unicode()], default_value=0, config=True, help='Memory per user across clusters: bytes or "64G" (0 = no limit).')
     idle_timeout = Float(0, config=True, help="Seconds without work after which a cluster shuts down (0 = never).")
+    max_lifetime = Float(0, config=True, help="Seconds after which every cluster ends, enforced by its scheduler (0 = never).")
+    max_detached_lifetime = Float(
+        0, config=True,
+        help='Seconds a cluster created with "keep" (it survives the owner\'s server) may live (0 = no bound).',
+    )
+    no_client_timeout = Float(
+        0, config=True, help="Seconds with no client connected after which a cluster's scheduler ends it (0 = never).",
+    )
+    group_limits = Dict(
+        config=True,
+        help='Limits per JupyterHub group: {group: {"max_clusters", "max_workers", "max_cores", "max_memory"}}; the most '
+        "generous of a user's groups applies (0 = no limit), the defaults above otherwise.",
+    )
+    groups_ttl = Float(300, config=True, help="Seconds a user's JupyterHub groups are cached.")
+    owner_pod = Unicode(
+        "auto", config=True,
+        help="The notebook pod that owns the clusters (they go when it goes): auto = POD_NAME, else HOSTNAME when "
+        "in a Kubernetes pod; '' = off; anything else = the pod's name.",
+    )
     start_timeout = Float(600, config=True, help="Seconds a cluster's pods may wait for a node (Unschedulable: a cluster "
                           "autoscaler may add one) before its start fails; it fails at once when nothing can change.")
     helm_releases = Bool(True, config=True, help="Show Dask Helm chart releases (labels app=dask, release, "
@@ -79,6 +103,9 @@ class DaskKube(ExtensionApp):
             out.append(from_config)
         if not out and not problems:
             out = load_templates([BUILTIN_TEMPLATES])
+            image = notebook_image()
+            if image:  # under a hub: the workers run the notebook's own image (parity.py)
+                out = [with_image(t, image) for t in out]
         names = set()
         unique = []
         for t in out:
@@ -103,8 +130,16 @@ class DaskKube(ExtensionApp):
         for p in problems:
             self.log.error("dask-kube: bad template: %s", p)
         backend = self.backend or dask.config.get("kubernetes.backend", None) or "auto"
-        runtime = make_runtime("kubernetes" if backend == "operator" else backend, self.namespace)
-        if backend == "operator" or (backend == "auto" and runtime.backend == "kubernetes" and _operator_applies(runtime)):
+        operator = backend == "operator"
+        fork_server, self._fork_server = self._fork_server, None
+        try:
+            local = not operator and resolve_backend(backend) == "local"
+            runtime = make_runtime("kubernetes" if operator else backend, self.namespace,
+                                   **({"fork_server": fork_server} if local else {}))
+        finally:
+            if fork_server is not None and not local:
+                fork_server.discard()
+        if operator or (backend == "auto" and runtime.backend == "kubernetes" and _operator_applies(runtime)):
             from .backends.operator import OperatorBackend
 
             self.cluster_backend = OperatorBackend(
@@ -116,12 +151,13 @@ class DaskKube(ExtensionApp):
             self._attach_helm(runtime)
             self.log.info("dask-kube: operator backend (DaskCluster resources), namespace %s", runtime.namespace)
             return
-        # Local runtime: its fork server imports distributed in its own process while this server starts,
-        # so the first cluster starts as fast as later ones.
-        start_fork_server = getattr(getattr(runtime, "runner", None), "start_fork_server", None)
-        if start_fork_server is not None and dask.config.get("kubernetes.local.fork-server-at-start", True):
-            start_fork_server()
         max_memory = parse_memory(self.max_memory) if self.max_memory else 0
+        try:
+            group_limits = check_group_limits(self.group_limits)
+        except ValueError as exc:  # reported, and no group gets more than the default
+            self.log.error("dask-kube: bad group_limits: %s", exc)
+            problems.append(f"group_limits: {exc}")
+            group_limits = {}
         self.manager = ClusterManager(
             runtime=runtime,
             username=current_user(),
@@ -134,6 +170,11 @@ class DaskKube(ExtensionApp):
             base_url=self.serverapp.base_url,
             options_handler=self.options_handler,
             template_problems=problems,
+            lifetimes=LifetimePolicy(self.max_lifetime, self.max_detached_lifetime, self.no_client_timeout),
+            owner_pod=owner_pod_name(self.owner_pod) if runtime.backend == "kubernetes" else None,
+            owner_namespace=owner_pod_namespace(),
+            groups=HubGroups.from_environment(ttl=self.groups_ttl),
+            group_limits=group_limits,
         )
         self.settings["dask_kube_manager"] = self.manager
         self.cluster_backend = PodBackend(self.manager)
@@ -154,8 +195,24 @@ class DaskKube(ExtensionApp):
     def initialize_handlers(self):
         self.handlers.extend(handlers())
 
+    _fork_server = None
+
     def _link_jupyter_server_extension(self, serverapp):
         super()._link_jupyter_server_extension(serverapp)
+        # The local runtime's fork server imports distributed in its own process while this server goes on
+        # starting (from here, before the other extensions load), so the first cluster starts as fast as later
+        # ones. Unless the backend is plainly Kubernetes; "auto" is resolved later, and the server is then
+        # dropped if it is not needed.
+        if (self.backend or dask.config.get("kubernetes.backend", "auto")) != "kubernetes" and dask.config.get(
+                "kubernetes.local.fork-server", True) and dask.config.get("kubernetes.local.fork-server-at-start", True):
+            from .runtimes.forkserver import ForkServer
+
+            self._fork_server = ForkServer()
+            try:
+                self._fork_server.start(background=True)
+            except OSError as exc:
+                self.log.warning("dask-kube: fork server could not start (%s); the first pod will try again", exc)
+                self._fork_server = None
         # Before jupyter-server-proxy loads: let its /proxy/{host}:{port} reach only our schedulers.
         proxy_cfg = serverapp.config.ServerProxy
         if "host_allowlist" not in proxy_cfg:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from distributed.core import Status
 
 from ._version import __version__
+from .access import Limits, audience, limits_for, visible
 from .bodies import ApiError, CreateRequest
 from .cluster import ANNOTATION_WORKER_TEMPLATE, KubeCluster
 from .objects import (
@@ -31,9 +32,14 @@ from .objects import (
 from . import rbac
 from .naming import service_name
 from .podcache import PodCache
+from .podlogs import cluster_pod_logs
 from .podstatus import is_terminal, pod_summary, readable_problem
 from .runtimes import PodRuntime, RuntimeAPIError
+from .lifetimes import LifetimePolicy, lifetime_annotations, parse_lifetime_annotations
+from .ownerpod import OwnerPodError, find_owner_pod
+from .runtimes.base import readable_error
 from .templates import ClusterTemplate, OptionError
+from .versioncheck import readable_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +53,6 @@ HALF_MADE_GRACE = 10.0
 
 
 @dataclass
-class Limits:
-    max_clusters: int = 0  # 0 = unlimited, for every field
-    max_workers: int = 0
-    max_cores: float = 0
-    max_memory: int = 0
-
-
-@dataclass
 class ClusterRecord:
     cluster: KubeCluster
     template: str
@@ -62,7 +60,7 @@ class ClusterRecord:
     requested: int
     adapt: dict | None
     cores_per_worker: float
-    memory_per_worker: int
+    memory_per_worker: int | None  # None: the worker template does not say
     options: dict
     created: datetime
     state: str = "creating"  # creating | ready | stopping | failed
@@ -74,6 +72,9 @@ class ClusterRecord:
     restore_workers: bool = False
     #: (key, model, model as JSON): see ClusterManager._model
     cached_model: tuple = ()
+    #: When the cluster ends by itself (lifetimes.py), and whether it outlives the owner's server.
+    expires: datetime | None = None
+    keep: bool = False
 
     def cancel_tasks(self):
         for t in (self.task, self.version_task):
@@ -89,11 +90,13 @@ class ClusterRecord:
         return self.adapt["maximum"] if self.adapt else self.requested
 
 
-def _per_worker(template: ClusterTemplate) -> tuple[float, int]:
+def _per_worker(template: ClusterTemplate) -> tuple[float, int | None]:
+    """Cores and memory bytes one worker counts for in the limits. Cores default to 1 (dask's one
+    thread); memory None = the template does not say (no limit, request or absolute --memory-limit)."""
     res = template.worker_resources()
     cores = res.get("cores") or 1.0
-    memory = res.get("memory") or 0
-    return float(cores), int(memory)
+    memory = res.get("memory")
+    return float(cores), (int(memory) if memory else None)
 
 
 class ClusterManager:
@@ -111,18 +114,31 @@ class ClusterManager:
         base_url: str = "/",
         options_handler=None,
         template_problems: list[str] | None = None,
+        lifetimes: LifetimePolicy | None = None,
+        owner_pod: str | None = None,
+        owner_namespace: str | None = None,
+        groups=None,
+        group_limits: dict | None = None,
     ):
         self.runtime = runtime
         self.username = username
         self.templates = {t.name: t for t in templates}
         self.default_template = default_template
-        self.limits = limits or Limits()
+        self.limits = self.default_limits = limits or Limits()
+        #: Where the user's JupyterHub groups come from (hubgroups.HubGroups), None outside a hub.
+        self.group_source = groups
+        self.group_limits = group_limits or {}
+        self.groups: frozenset[str] = frozenset()
+        self.groups_problem: str | None = None
         self.name_template = name_template
         self.idle_timeout = idle_timeout or 0
         self.start_timeout = start_timeout
         self.base_url = base_url
         self.options_handler = options_handler
-        self.template_problems = list(template_problems or [])
+        self.template_problems = list(template_problems or []) + self._unsized_templates()
+        self.lifetimes = lifetimes or LifetimePolicy()
+        #: The notebook pod that owns non-kept clusters (ownerpod.py); None: not in a pod, or turned off.
+        self.owner_pod, self.owner_namespace = owner_pod, owner_namespace
         self.records: dict[str, ClusterRecord] = {}
         self.pod_cache = PodCache(runtime, user_selector(username))
         self._preflight: tuple[float, list[str]] | None = None
@@ -133,6 +149,22 @@ class ClusterManager:
         self._adopting: set[str] = set()  # clusters whose Service is being checked before adoption
         self._deleted: set[str] = set()  # clusters this manager deleted: late watch events must not revive them
         self._grouped: tuple = ()  # (pod cache generation, pods by cluster id)
+
+    def _unsized_templates(self) -> list[str]:
+        """Under max_memory, templates whose workers (with default options) have no memory size: the
+        admin sees them in the status problems rather than users meeting a 403 on create."""
+        if not self.limits.max_memory:
+            return []
+        out = []
+        for t in self.templates.values():
+            try:
+                memory = _per_worker(t.apply_options({}))[1]
+            except (OptionError, ValueError):
+                continue  # reported when used
+            if memory is None:
+                out.append(f"{t.name!r}: its workers have no memory size (no memory limit or request, no "
+                           "--memory-limit size), so it cannot be created under the per-user memory limit")
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self):
@@ -234,6 +266,7 @@ class ClusterManager:
             created=meta["created"] or datetime.now(timezone.utc),
             restore_workers=ANNOTATION_WORKERS in ann,  # a KubeCluster from Python records no count
         )
+        rec.expires, rec.keep = parse_lifetime_annotations(ann)
         self.records[name] = rec
         rec.task = asyncio.create_task(self._bring_up(rec, adopt=True))
         return rec.task
@@ -276,27 +309,39 @@ class ClusterManager:
                 if detach:
                     await rec.cluster.detach()
                 else:
-                    await rec.cluster.close()
+                    await rec.cluster._shutdown()
         self.records.clear()
         await self.pod_cache.close()
+
+    # -- groups: which templates and limits ------------------------------------------------------
+    async def refresh_access(self):
+        """Ask (cached) for the user's hub groups; set the limits that apply. A failed lookup: no groups,
+        so default limits and no group-only templates, with the reason in ``groups_problem``."""
+        if self.group_source is not None:
+            self.groups, self.groups_problem = await self.group_source.lookup()
+        self.limits = limits_for(self.default_limits, self.group_limits, self.groups)
+
+    def _visible(self) -> dict[str, ClusterTemplate]:
+        return {n: t for n, t in self.templates.items() if visible(t, self.username, self.groups)}
 
     # -- templates -------------------------------------------------------------------------------
     def template_list(self) -> list[dict]:
         default = self._default_template_name()
         out = []
-        for t in self.templates.values():
+        for t in self._visible().values():
             d = t.to_json(self.runtime.backend)
             d["default"] = t.name == default
             out.append(d)
         return out
 
     def _default_template_name(self) -> str | None:
-        if self.default_template and self.default_template in self.templates:
+        shown = self._visible()
+        if self.default_template and self.default_template in shown:
             return self.default_template
-        marked = [t.name for t in self.templates.values() if t.default]
+        marked = [t.name for t in shown.values() if t.default]
         if marked:
             return marked[0]
-        return next(iter(self.templates), None)
+        return next(iter(shown), None)
 
     # -- limits ----------------------------------------------------------------------------------
     def _live_records(self) -> list[ClusterRecord]:
@@ -311,13 +356,23 @@ class ClusterManager:
             n += 1
         return name
 
-    def _check_limits(self, workers: int, cores: float, memory: int, exclude: str | None = None):
+    def _workers_counted(self, rec: ClusterRecord) -> int:
+        """Workers a cluster counts for: what it may run (its count or adapt maximum), or the worker
+        pods it has when more (a cluster made from Python scales in its own process, unrecorded)."""
+        pods = self._pods_by_cluster().get(rec.id, ((),))[0]
+        live = sum(
+            1 for p in pods
+            if p["metadata"].get("labels", {}).get(LABEL_COMPONENT) == "worker" and not is_terminal(p)
+        )
+        return max(rec.reserved_workers, live)
+
+    def _check_limits(self, workers: int, cores: float, memory: int | None, exclude: str | None = None):
         lim = self.limits
         if lim.max_workers and workers > lim.max_workers:
             raise ApiError(403, f"{workers} workers is above the limit of {lim.max_workers} workers per cluster")
-        others = [r for r in self._live_records() if r.id != exclude]
+        others = [(r, self._workers_counted(r)) for r in self._live_records() if r.id != exclude]
         if lim.max_cores:
-            used = sum(r.reserved_workers * r.cores_per_worker for r in others)
+            used = sum(n * r.cores_per_worker for r, n in others)
             if used + workers * cores > lim.max_cores + 1e-9:
                 raise ApiError(
                     403,
@@ -325,24 +380,38 @@ class ClusterManager:
                     f"your limit is {lim.max_cores:g} cores across all clusters ({used:g} in use)",
                 )
         if lim.max_memory:
-            used = sum(r.reserved_workers * r.memory_per_worker for r in others)
-            if used + workers * memory > lim.max_memory:
+            if memory is None and workers > 0:
+                # A worker with no memory size may use a whole node: it cannot be counted against a limit.
+                raise ApiError(
+                    403,
+                    "this template does not say how much memory its workers use (no memory limit or request "
+                    "on the worker container, no --memory-limit size), and your memory is limited to "
+                    f"{lim.max_memory / 2**30:.3g} GiB across all clusters; pick a memory size or ask your hub admin",
+                )
+            used = sum(n * (r.memory_per_worker or 0) for r, n in others)
+            asked = workers * (memory or 0)
+            if used + asked > lim.max_memory:
                 gib = 2**30
                 raise ApiError(
                     403,
-                    f"{workers} workers x {memory / gib:.3g} GiB would use {(used + workers * memory) / gib:.3g} GiB; "
+                    f"{workers} workers x {(memory or 0) / gib:.3g} GiB would use {(used + asked) / gib:.3g} GiB; "
                     f"your limit is {lim.max_memory / gib:.3g} GiB across all clusters ({used / gib:.3g} GiB in use)",
                 )
 
     # -- create ----------------------------------------------------------------------------------
     async def create(self, req: CreateRequest) -> dict:
         await self.start()
+        await self.refresh_access()
         name = req.template or self._default_template_name()
         if name is None:
-            raise ApiError(404, "no cluster templates are configured; ask your hub admin")
+            raise ApiError(404, "no cluster templates are configured for you; ask your hub admin"
+                           + (f" ({self.groups_problem})" if self.groups_problem else ""))
         tmpl = self.templates.get(name)
         if tmpl is None:
-            raise ApiError(404, f"unknown template {name!r}; available: {', '.join(self.templates) or 'none'}")
+            raise ApiError(404, f"unknown template {name!r}; available: {', '.join(self._visible()) or 'none'}")
+        if not visible(tmpl, self.username, self.groups):
+            why = f"; {self.groups_problem}" if self.groups_problem else ""
+            raise ApiError(403, f"template {name!r} is only for {audience(tmpl)}, and you are not among them{why}")
         try:
             values = tmpl.option_values(req.options)
             applied = tmpl.apply_options(req.options)
@@ -366,6 +435,13 @@ class ClusterManager:
         created = datetime.now(timezone.utc)
         display = req.name or self._unused_name(applied.display_name or applied.name)
         annotations = scheduler_annotations(applied.name, display, workers, adapt, values, created)
+        expires = self.lifetimes.expires(created, req.keep)
+        owner = None
+        if self.owner_pod and not req.keep:
+            try:  # no owner, no cluster: one that nobody owns would outlive the server
+                owner = await find_owner_pod(self.runtime, self.owner_pod, self.owner_namespace)
+            except OwnerPodError as exc:
+                raise ApiError(409, f"cluster not created: {exc}") from None
         try:
             cluster = KubeCluster(
                 applied.worker,
@@ -380,6 +456,10 @@ class ClusterManager:
                 n_workers=adapt["minimum"] if adapt else workers,  # made while the scheduler starts
                 asynchronous=True,
                 shutdown_on_close=False,
+                expires=expires,
+                keep=req.keep,
+                owner_pod=owner,
+                no_client_timeout=self.lifetimes.no_client_timeout,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
@@ -394,6 +474,8 @@ class ClusterManager:
             options=values,
             created=created,
             warnings=list(cluster.warnings),
+            expires=expires,
+            keep=req.keep,
         )
         self.records[rec.id] = rec
         rec.task = asyncio.create_task(self._bring_up(rec))
@@ -418,7 +500,7 @@ class ClusterManager:
             logger.warning("dask-kube: cluster %s failed to %s: %s", rec.id, "adopt" if adopt else "start", rec.message)
             with suppress(Exception):
                 # A cluster we only tried to adopt is not ours to delete: let go of it, keep its pods.
-                await (c.detach() if adopt else c.close())
+                await (c.detach() if adopt else c._shutdown())
 
     async def _check_versions(self, rec: ClusterRecord):
         """Seed best practice 1: warn when the workers' packages differ from this server's."""
@@ -432,7 +514,7 @@ class ClusterManager:
             workers = await comm.broadcast(msg={"op": "versions"}, on_error="ignore")
             msg = error_message(scheduler=scheduler, workers=workers, source=get_versions(), source_name="Jupyter server")
             if msg.get("warning"):
-                rec.warnings.append("Version mismatch between this server and the cluster:\n" + msg["warning"])
+                rec.warnings.append(readable_mismatch(msg["warning"]))
 
     # -- read ------------------------------------------------------------------------------------
     def get(self, cluster_id: str) -> ClusterRecord:
@@ -534,6 +616,8 @@ class ClusterManager:
             "created": rec.created.isoformat(),
             "pods": pods,
             "warnings": list(rec.warnings) + self._recent_losses(c),
+            "expires": rec.expires.isoformat() if rec.expires else None,
+            "keep": rec.keep,
         }
 
     @staticmethod
@@ -595,6 +679,7 @@ class ClusterManager:
         if rec.cluster.deploy_mode != "remote":
             return
         ann = scheduler_annotations(rec.template, rec.display_name, rec.requested, rec.adapt, rec.options, rec.created)
+        ann.update(lifetime_annotations(rec.expires, rec.keep))
         try:
             await self.runtime.annotate_pod(rec.cluster.scheduler.name, ann)
         except (RuntimeAPIError, NotImplementedError) as exc:
@@ -612,7 +697,7 @@ class ClusterManager:
             with suppress(BaseException):
                 await task
         try:
-            await rec.cluster.close()
+            await rec.cluster._shutdown()
             # Also when the cluster object had let go (a failed adoption): the user asked for it gone.
             await asyncio.gather(
                 self.runtime.delete_pods(f"{LABEL_CLUSTER}={cluster_id}"),
@@ -624,12 +709,7 @@ class ClusterManager:
 
     async def logs(self, cluster_id: str) -> dict[str, str]:
         rec = self.get(cluster_id)
-        names = sorted(
-            (n for n, p in self.pod_cache.pods.items() if p["metadata"].get("labels", {}).get(LABEL_CLUSTER) == rec.id),
-            key=lambda n: (not n.endswith("-scheduler"), n),
-        )
-        texts = await asyncio.gather(*(self.runtime.pod_logs(n, tail_lines=2000) for n in names), return_exceptions=True)
-        return {n: (t if isinstance(t, str) else f"(logs unavailable: {_reason(t)})") for n, t in zip(names, texts)}
+        return await cluster_pod_logs(self.runtime, self.pod_cache.pods, rec.id)
 
     def _on_pod_event(self, etype: str, pod: dict):
         """A new scheduler pod of this user that we did not make (a KubeCluster from Python): adopt it
@@ -647,8 +727,11 @@ class ClusterManager:
             return
         if rec is None or labels.get(LABEL_COMPONENT) != "scheduler" or rec.state != "ready":
             return
-        if self.idle_timeout and pod.get("status", {}).get("phase") == "Succeeded":
-            logger.info("dask-kube: cluster %s shut down after %ss idle", rec.id, self.idle_timeout)
+        ends_itself = self.idle_timeout or rec.expires or self.lifetimes.no_client_timeout
+        if ends_itself and pod.get("status", {}).get("phase") == "Succeeded":
+            # The scheduler closed itself (idle, lifetime or no client: its log says which): remove the rest.
+            logger.info("dask-kube: cluster %s ended by itself (idle timeout %ss, expiry %s, no-client timeout %ss)",
+                        rec.id, self.idle_timeout, rec.expires, self.lifetimes.no_client_timeout)
             self._background(self.delete(rec.id))
 
     def _background(self, coro):
@@ -660,6 +743,9 @@ class ClusterManager:
     # -- status ----------------------------------------------------------------------------------
     async def status(self) -> dict:
         problems = [f"bad template: {p}" for p in self.template_problems]
+        await self.refresh_access()
+        if self.groups_problem:
+            problems.append(self.groups_problem)
         if self._start_error:
             problems.append(self._start_error)
         can_i = getattr(self.runtime, "can_i", None)
@@ -677,6 +763,11 @@ class ClusterManager:
             problems.extend(self._preflight[1])
         if not self.templates:
             problems.append("no cluster templates are configured")
+        if self.owner_pod:
+            try:
+                await find_owner_pod(self.runtime, self.owner_pod, self.owner_namespace)
+            except OwnerPodError as exc:
+                problems.append(f"clusters cannot follow your server: {exc}")
         return {
             "backend": self.runtime.backend,
             "namespace": self.runtime.namespace,
@@ -701,6 +792,4 @@ def _reason(exc: BaseException) -> str:
     """A readable one-line reason from an exception chain (the API's or the pod's own words)."""
     while isinstance(exc, RuntimeError) and exc.__cause__ is not None and str(exc).startswith("Cluster failed to start"):
         exc = exc.__cause__
-    if isinstance(exc, RuntimeAPIError):
-        return f"{exc.reason}: {exc.message}" if exc.status else exc.message
-    return str(exc) or type(exc).__name__
+    return readable_error(exc)

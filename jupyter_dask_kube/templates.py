@@ -27,7 +27,8 @@ from .quantities import is_quantity
 OPTION_TYPES = ("integer", "float", "select", "bool", "string")
 #: Options the template applies itself; any other option is left to the admin's options_handler.
 BUILTIN_OPTIONS = {"cores": ("integer", "float"), "memory": ("string", "select"), "image": ("string", "select")}
-TEMPLATE_KEYS = {"name", "display_name", "description", "default", "workers", "adapt", "worker", "scheduler", "options"}
+TEMPLATE_KEYS = {"name", "display_name", "description", "default", "workers", "adapt", "worker", "scheduler", "options",
+                 "groups", "users"}
 OPTION_KEYS = {"name", "type", "default", "label", "min", "max", "choices", "description"}
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 _CONTAINER_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -555,6 +556,9 @@ class ClusterTemplate:
     extra_options: dict = field(default_factory=dict)
     #: Every option value apply_options() used (defaults included), for the scheduler annotation.
     applied_options: dict = field(default_factory=dict)
+    #: Who sees it (access.py): JupyterHub groups and user names; None = everyone.
+    groups: list[str] | None = None
+    users: list[str] | None = None
 
     def worker_resources(self) -> dict:
         """Cores, memory bytes and image of one worker: limits first, else the dask args."""
@@ -569,6 +573,10 @@ class ClusterTemplate:
                 cores = float(parse_cores(get_arg(argv, "--nthreads")))
         except ValueError:
             cores = None
+        # Memory: the container limit, else dask's absolute --memory-limit, else the container request.
+        # "auto", 0 and fractions are shares of the node, not a size: unknown (None), which the limits
+        # refuse rather than count as 0 bytes (see ClusterManager._check_limits).
+        requests = (container.get("resources") or {}).get("requests") or {}
         try:
             if limits.get("memory") is not None:
                 memory = parse_memory(limits["memory"])
@@ -576,6 +584,8 @@ class ClusterTemplate:
                 arg = get_arg(argv, "--memory-limit")
                 if arg is not None and arg not in ("auto", "0") and not re.fullmatch(r"0?\.\d+|1\.0*", arg):
                     memory = parse_memory(arg) or None
+                elif requests.get("memory") is not None:
+                    memory = parse_memory(requests["memory"]) or None
         except ValueError:
             memory = None
         return {"cores": cores, "memory": memory, "image": container.get("image")}
@@ -745,9 +755,11 @@ def load_template(source: str | os.PathLike | dict, *, name: str | None = None) 
         if any(o.name == option.name for o in options):
             raise TemplateError(src, f"options[{i}].name", f"duplicate option {option.name!r}")
         options.append(option)
+    audience = {key: _str_list(data[key], src, key) if data.get(key) is not None else None
+                for key in ("groups", "users")}
     return ClusterTemplate(name=tname, display_name=display_name, description=description,
                            default=default, worker=worker, scheduler=scheduler, workers=workers,
-                           adapt=adapt, options=options, source=src)
+                           adapt=adapt, options=options, source=src, **audience)
 
 
 def load_templates(paths: list) -> list[ClusterTemplate]:

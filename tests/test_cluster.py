@@ -1,7 +1,8 @@
-"""KubeCluster end to end: the same test bodies on the local runtime and on the emulated Kubernetes API.
+"""KubeCluster end to end: the same test bodies on the local runtime and on every Kubernetes target.
 
-On "kubernetes" every pod is made by the official client over HTTP and run by the emulator's kubelet as
-real `dask scheduler` / `dask worker` processes.
+On "kubernetes" (the emulated API), "kubernetes-real" (kube-apiserver built from source) and
+"kubernetes-kubeconfig" (JDK_TEST_REAL_KUBECONFIG) every pod is made by the official client over HTTP; on the
+first two the node agent runs it as real `dask scheduler` / `dask worker` processes.
 """
 import asyncio
 import os

@@ -124,3 +124,30 @@ async def test_a_burst_of_forks_fills_the_socket_and_all_are_still_forked(runner
         assert "version" in runner.logs(n), runner.logs(n)
     assert runner.fork_server.broken is None
     assert runner.fork_server.forked == len(names)
+
+
+async def test_background_start_imports_at_low_priority_and_pods_run_at_normal_priority(tmp_path):
+    r = LocalPodRunner(log_dir=str(tmp_path), fork_server=True)
+    try:
+        assert r.start_fork_server()
+        server = psutil.Process(r.fork_server._popen.pid)
+
+        def niced_threads():  # nice of each thread (Linux: per thread), field 19 of /proc/<pid>/task/<tid>/stat
+            out = []
+            for tid in os.listdir(f"/proc/{server.pid}/task"):
+                try:
+                    with open(f"/proc/{server.pid}/task/{tid}/stat") as f:
+                        out.append(int(f.read().rsplit(")", 1)[1].split()[16]))
+                except (OSError, IndexError):
+                    pass
+            return [n for n in out if n > 0]
+
+        seen = await wait_until(niced_threads, WAIT, interval=0.01, what="the importing thread, niced")
+        assert seen == [10] and server.nice() == 0, (seen, server.nice())
+        await r.run(scheduler_pod("s"))
+        await wait_until(lambda: "Scheduler at:" in r.logs("s"), WAIT, what="the scheduler to start")
+        [pid] = r.pids("s")
+        assert psutil.Process(pid).ppid() == server.pid and psutil.Process(pid).nice() == 0
+        assert niced_threads() == [] and server.num_threads() == 1, "the importing thread has ended"
+    finally:
+        await r.close()

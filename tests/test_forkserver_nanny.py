@@ -235,3 +235,23 @@ async def test_no_nanny_and_an_explicit_method_are_left_alone(runner):
         assert psutil.Process(spawned["pid"]).cmdline() != psutil.Process(nanny).cmdline()
     finally:
         await client.close()
+
+
+async def test_pages_shared_by_forks_count_once_against_the_pod_limit(runner):
+    # nanny, its forkserver and resource tracker and the worker each map the fork server's ~100 MB of imports:
+    # their RSS adds up past the pod's limit, yet those pages are there once (a cgroup charges them once)
+    limit = 250_000_000
+    client = await start_cluster(runner, nanny_worker("w", limits={"memory": str(limit)}, memory_limit="0"))
+    try:
+        [leader] = runner.pids("w")
+        members = [psutil.Process(leader), *psutil.Process(leader).children(recursive=True)]
+        rss = sum(p.memory_info().rss for p in members)
+        assert rss > limit, f"the pods' RSS ({rss}) must exceed the limit for this test to mean anything"
+        checks, pss_checks = runner.memory_checks, runner.pss_checks
+        await wait_until(lambda: runner.pss_checks >= pss_checks + 5 and runner.memory_checks >= checks + 5, WAIT,
+                         what="5 more memory checks that had to look at PSS")
+        state = runner.status("w")["containerStatuses"][0]["state"]
+        assert "running" in state, state
+        assert (await client.submit(lambda: 6 * 7, pure=False)) == 42
+    finally:
+        await client.close()

@@ -48,7 +48,12 @@ CHP = HUB_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
 USERS = ("alice", "bob")
 USERS_SELECTOR = f"{LABEL_USER} in ({','.join(USERS)})"
 
-TEMPLATES = {"tiny": tiny_template()}
+TEMPLATES = {
+    "tiny": tiny_template(),
+    "gpu": tiny_template(display_name="GPU team", default=False, groups=["gpu-team"]),
+}
+# Default: 1 worker per cluster; the gpu-team group (alice): 3.
+LIMITS = {"max_workers": 1, "group_limits": {"gpu-team": {"max_workers": 3}}}
 
 
 def _missing(why: str):
@@ -97,7 +102,8 @@ class Hub:
         files for the servers' DASK_CONFIG folder; ``hub_settings``: more for jupyterhub_config.py (services...)."""
         self.chp = chp
         self.emu = emu
-        self.dask_kube = dask_kube or {"backend": "kubernetes", "namespace": emu.namespace, "templates": TEMPLATES}
+        self.dask_kube = dask_kube or {"backend": "kubernetes", "namespace": emu.namespace, "templates": TEMPLATES,
+                                       **LIMITS}
         self.dask_config = dask_config or {}
         self.hub_settings = hub_settings or {}
         self.dir = workdir
@@ -352,17 +358,14 @@ def _pods(core, namespace: str, selector: str) -> list:
     return core.list_namespaced_pod(namespace, label_selector=selector).items
 
 
-def _dask_processes(prefixes: tuple[str, ...]) -> list[str]:
-    """Dask processes of these clusters anywhere on this machine (the kubelet sets HOSTNAME=<pod name>)."""
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            host = p.environ().get("HOSTNAME", "")
-        except psutil.Error:
-            continue
-        if host.startswith(prefixes):
-            found.append(f"{p.pid} {host}: {' '.join((p.info['cmdline'] or [])[:4])}")
-    return found
+def _dask_processes(pod_ips: set[str]) -> list[str]:
+    """Processes on this machine listening on these pods' own loopback addresses. (Pod processes may be forks
+    of a fork server, whose /proc environ is the server's, so HOSTNAME cannot find them.)"""
+    found = set()
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip in pod_ips and c.pid:
+            found.add(f"{c.pid} {c.laddr.ip}:{c.laddr.port}")
+    return sorted(found)
 
 
 # -- the test ----------------------------------------------------------------------------------------------------
@@ -386,6 +389,18 @@ def _two_users(hub: Hub, emu):
         assert code == 200, (u.name, code, status)
         assert status["backend"] == "kubernetes" and status["namespace"] == ns, status
         assert status["problems"] == [], status
+
+    # -- groups from the hub: alice (gpu-team) sees the gpu template and may have 3 workers; bob neither -----------
+    code, data = alice.api("GET", "templates")
+    assert code == 200 and [t["name"] for t in data["templates"]] == ["tiny", "gpu"], data
+    code, data = bob.api("GET", "templates")
+    assert code == 200 and [t["name"] for t in data["templates"]] == ["tiny"], data
+    code, data = bob.api("POST", "clusters", {"template": "gpu"})
+    assert code == 403 and data["message"] == (
+        "template 'gpu' is only for group gpu-team, and you are not among them"), (code, data)
+    code, data = bob.api("POST", "clusters", {"template": "tiny", "workers": 2})
+    assert code == 403 and "above the limit of 1 workers per cluster" in data["message"], (code, data)
+    assert not _pods(core, ns, user_selector("bob"))  # refused: nothing made
 
     # -- each creates a cluster through the hub; both reach running with their worker ----------------------------
     code, a = alice.api("POST", "clusters", {"template": "tiny", "name": "alice's analysis"})
@@ -427,6 +442,9 @@ def _two_users(hub: Hub, emu):
     code, model = alice.api("GET", f"clusters/{a_id}")
     assert code == 200 and model["status"] == "running", (code, model)
     assert model["requested_workers"] == 1 and model["adapt"] is None, model
+    # alice's group allows 3 workers per cluster (bob was refused 2 above); she stays at 1 for what follows
+    code, data = alice.api("PATCH", f"clusters/{a_id}", {"workers": 4})
+    assert code == 403 and "above the limit of 3 workers per cluster" in data["message"], (code, data)
     assert len(_pods(core, ns, f"{LABEL_CLUSTER}={a_id}")) == 2
     code, logs = alice.api("GET", f"clusters/{a_id}/logs")  # alice herself may read them
     assert code == 200 and f"{a_id}-scheduler" in logs["logs"], (code, logs)
@@ -450,8 +468,8 @@ def _two_users(hub: Hub, emu):
     assert r.status_code == 200 and "Dask" in r.text, (r.status_code, r.text[:300])
 
     # -- both delete their clusters: no pod, no dask process remains --------------------------------------------
-    prefixes = (a_id, b_id)
-    assert _dask_processes(prefixes), "the clusters' dask processes should be visible before deletion"
+    pod_ips = {p.status.pod_ip for p in _pods(core, ns, USERS_SELECTOR) if p.status.pod_ip}
+    assert len(_dask_processes(pod_ips)) >= 4, "each pod's dask process should be listening before deletion"
     for u, cid in ((alice, a_id), (bob, b_id)):
         code, data = u.api("DELETE", f"clusters/{cid}")
         assert code == 204, (u.name, code, data)
@@ -460,8 +478,8 @@ def _two_users(hub: Hub, emu):
         assert code == 200 and data["clusters"] == [], data
     wait_for(lambda: not _pods(core, ns, USERS_SELECTOR), 60, what="alice's and bob's pods to be gone",
              detail=lambda: [p.metadata.name for p in _pods(core, ns, USERS_SELECTOR)])
-    wait_for(lambda: not _dask_processes(prefixes), 30, what="the clusters' dask processes to end",
-             detail=lambda: _dask_processes(prefixes))
+    wait_for(lambda: not _dask_processes(pod_ips), 30, what="the clusters' dask processes to end",
+             detail=lambda: _dask_processes(pod_ips))
 
     # -- the hub, its proxy and both single-user servers stop cleanly --------------------------------------------
     survivors = hub.stop()

@@ -136,22 +136,22 @@ def _allowed(call) -> bool:
         raise
 
 
-def test_pods_need_a_node_and_the_garbage_collector_runs(real_control_plane):
-    """What the node agent must add: with no scheduler a pod stays Pending and unbound. The controller-manager
-    runs: a pod owned by a deleted pod is garbage-collected."""
+def test_agent_binds_pods_and_the_garbage_collector_deletes_dependents(real_control_plane):
+    """The node agent binds a pod to its Node and runs it; the controller-manager's garbage collector deletes
+    a pod whose owner was deleted, and the agent finishes that deletion."""
     cp = real_control_plane
     api = cp.api()
     ns = cp.create_namespace(f"gc-{uuid.uuid4().hex[:8]}")
     try:
-        pod = {"metadata": {"name": "owner"}, "spec": {"containers": [{"name": "c", "image": "python:3"}]}}
-        owner = api.create_namespaced_pod(ns, pod)
-        dep = {"metadata": {"name": "dependent", "ownerReferences": [
-            {"apiVersion": "v1", "kind": "Pod", "name": "owner", "uid": owner.metadata.uid}]},
-            "spec": pod["spec"]}
-        api.create_namespaced_pod(ns, dep)
-        assert api.read_namespaced_pod("owner", ns).spec.node_name is None
+        spec = {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "c", "image": "python:3", "command": ["python", "-c", "import time; time.sleep(600)"]}]}
+        owner = api.create_namespaced_pod(ns, {"metadata": {"name": "owner"}, "spec": spec})
+        api.create_namespaced_pod(ns, {"metadata": {"name": "dependent", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "Pod", "name": "owner", "uid": owner.metadata.uid}]}, "spec": spec})
+        wait_for(lambda: all(p.status.phase == "Running" and p.spec.node_name in cp.agent.node_names
+                             for p in api.list_namespaced_pod(ns).items), 120, what="both pods bound and Running")
         api.delete_namespaced_pod("owner", ns, grace_period_seconds=0)
-        wait_for(lambda: [p.metadata.name for p in api.list_namespaced_pod(ns).items] == [], 60,
+        wait_for(lambda: [p.metadata.name for p in api.list_namespaced_pod(ns).items] == [], 120,
                  what="the garbage collector to delete the dependent pod")
     finally:
         cp.delete_namespace(ns)

@@ -49,3 +49,23 @@ def test_fork_server_at_start_can_be_turned_off(tmp_path):
         assert len(fork_servers(server.proc.pid)) == 1  # started by the first pod
     finally:
         assert not server.stop()
+
+
+def test_auto_backend_with_a_kubeconfig_drops_the_early_fork_server(tmp_path):
+    # "auto" is only resolved once the extension loads: the fork server started as it linked is then stopped
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {token: x}}]\n")
+    env = server_env(tmp_path, config=server_config(NANNY_TEMPLATE, backend="auto"), user="alice",
+                     kubeconfig=str(kubeconfig))
+    server = JupyterServer(tmp_path, env).start()
+    try:
+        _, status = server.call("GET", "status", expect=200)
+        assert status["backend"] == "kubernetes"
+        children = psutil.Process(server.proc.pid).children()
+        assert fork_servers(server.proc.pid) == []
+        assert all(p.status() != psutil.STATUS_ZOMBIE for p in children), "the dropped server was reaped"
+    finally:
+        assert not server.stop()

@@ -90,7 +90,7 @@ async def test_not_trigger_scale_up_fails_at_once(emu, runtime):
         message = str(info.value.__cause__)
         assert message == (f"NotTriggerScaleUp: pod didn't trigger scale-up: 1 Insufficient cpu "
                            f"(scheduler pod {cluster.name}-scheduler)"), message
-        assert elapsed < 15, elapsed  # one look at the events every 5 s, far from the 300 s timeout
+        assert elapsed < 40, elapsed  # one look at the events every 5 s: far from the 300 s timeout
         await wait_until(lambda: no_pods(runtime, cluster_selector(cluster.name)), 30, what="pods removed")
         print(f"\n[NotTriggerScaleUp] failed {elapsed:.1f}s after the event: {message}")
     finally:
@@ -99,11 +99,13 @@ async def test_not_trigger_scale_up_fails_at_once(emu, runtime):
 
 
 @pytest.mark.asyncio
-async def test_manager_shows_pending_with_reason_then_the_autoscalers_refusal(emu, runtime):
-    """Through the manager (what the REST API serves): pending with "waiting for a node: ...", then failed
-    with the autoscaler's words first; nothing left."""
+async def test_manager_shows_pending_with_reason_then_the_autoscalers_refusal(kube_target):
+    """Through the manager (what the REST API serves), on every Kubernetes target: pending with "waiting for
+    a node: ...", then failed with the autoscaler's words first; nothing left."""
     user = f"u{uuid.uuid4().hex[:6]}"
+    emu = kube_target
     api = emu.api(no_faults=True)
+    runtime = KubernetesRuntime(emu.namespace, kubeconfig=emu.kubeconfig)
     manager = ClusterManager(runtime=runtime, username=user, start_timeout=300,
                              templates=[load_template({"workers": 1, "worker": huge_pod()}, name="huge")])
     try:
@@ -125,6 +127,7 @@ async def test_manager_shows_pending_with_reason_then_the_autoscalers_refusal(em
         await wait_until(lambda: no_pods(runtime, user_selector(user)), 30, what="pods removed")
     finally:
         await manager.close(detach=False)
+        await runtime.close()
 
 
 # -- with the node agent playing cluster-autoscaler ----------------------------------------------------------
@@ -176,7 +179,7 @@ async def test_agents_not_trigger_scale_up_fails_the_start_at_once(autoscaled):
         message = str(info.value.__cause__)
         assert message.startswith("NotTriggerScaleUp: pod didn't trigger scale-up"), message
         assert "Insufficient cpu" in message and message.endswith(f"(scheduler pod {cluster.name}-scheduler)")
-        assert elapsed < 20, elapsed
+        assert elapsed < 40, elapsed  # far from the 300 s start timeout
         await wait_until(lambda: no_pods(rt, cluster_selector(cluster.name)), 30, what="pods removed")
     finally:
         await cluster.close()

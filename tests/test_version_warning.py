@@ -1,52 +1,24 @@
 """Seed best practice 1: workers whose packages differ from the Jupyter server's show up in the cluster's
-``warnings``. The mismatched worker is real: a ``--preload`` module makes it report another dask version."""
-import textwrap
-
+``warnings``. The mismatched worker is real: ``--preload jupyter_dask_kube.testing.mismatch_preload`` makes it report
+another dask version."""
 import pytest
+
+from jupyter_dask_kube.testing.mismatch_preload import FAKE_DASK
 
 from helpers import WORKER_ARGS, rest_call, small_pod, wait_model, wait_until
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
-FAKE_DASK = "0.0.1+mismatch"
-PRELOAD = textwrap.dedent(f'''
-    # Imported by `dask worker --preload` before the worker registers: from now on this worker reports
-    # another dask version everywhere, as a worker from a different image would.
-    import sys
-
-    import distributed.versions
-
-    # dask may import a preload more than once in a process: patch only the original function
-    _real = getattr(distributed.versions, "_real_get_versions", distributed.versions.get_versions)
-    distributed.versions._real_get_versions = _real
-
-
-    def _mismatched(packages=None):
-        versions = _real(packages)
-        versions["packages"] = dict(versions["packages"], dask="{FAKE_DASK}")
-        return versions
-
-
-    for module in list(sys.modules.values()):
-        if getattr(module, "get_versions", None) is _real:
-            module.get_versions = _mismatched
-''')
+PRELOAD = "jupyter_dask_kube.testing.mismatch_preload"
 
 
 @pytest.fixture
-def preload(tmp_path):
-    path = tmp_path / "mismatch_preload.py"
-    path.write_text(PRELOAD)
-    return str(path)
-
-
-@pytest.fixture
-def jp_server_config(preload):
+def jp_server_config():
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_dask_kube": True}},
         "DaskKube": {"backend": "local", "templates": {
             "same": {"workers": 1, "worker": small_pod()},
-            "other": {"workers": 1, "worker": small_pod(args=[*WORKER_ARGS, "--preload", preload])},
+            "other": {"workers": 1, "worker": small_pod(args=[*WORKER_ARGS, "--preload", PRELOAD])},
         }},
     }
 
@@ -65,8 +37,25 @@ async def test_version_mismatch_is_a_warning(jp_fetch, jp_serverapp, template, m
         code, model = await rest_call(jp_fetch, "GET", "clusters", cid)
         text = "\n".join(model["warnings"])
         if mismatch:
-            assert "Mismatched versions" in text and FAKE_DASK in text and "Jupyter server" in text, text
+            assert f"dask: " in text and f"{FAKE_DASK} on the workers" in text and "Jupyter server" in text, text
         else:
             assert "ismatch" not in text, text
     finally:
         assert (await rest_call(jp_fetch, "DELETE", "clusters", cid))[0] == 204
+
+
+def test_the_version_table_reads_as_one_line_per_package():
+    from distributed.versions import error_message, get_versions
+
+    from jupyter_dask_kube.versioncheck import readable_mismatch
+
+    here = get_versions()
+    other = dict(here, packages=dict(here["packages"], dask=FAKE_DASK, toolz="0.0.2"))
+    text = readable_mismatch(error_message(scheduler=here, workers={"tcp://w": other}, source=here,
+                                           source_name="Jupyter server")["warning"])
+    dask_version = here["packages"]["dask"]
+    assert text.startswith("Version mismatch between this server and the cluster: ")
+    assert f"dask: {dask_version} on the Jupyter server, {dask_version} on the scheduler, {FAKE_DASK} on the workers" in text
+    assert "toolz: " in text and "0.0.2 on the workers" in text
+    assert "+--" not in text and "|" not in text
+    assert readable_mismatch("something else") == "Version mismatch between this server and the cluster: something else"

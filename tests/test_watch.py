@@ -124,3 +124,29 @@ async def test_pod_cache_retries_first_listing_after_forbidden(emu):
         emu.clear_faults()
         await cache.close()
         await rt.close()
+
+
+@pytest.mark.asyncio
+async def test_watch_backs_off_on_error_events(emu, runtime):
+    """Every new watch answers one ERROR event (500) then ends, as kube-apiserver does on internal errors: the
+    watch reconnects with back-off, and the ended streams' late "end" starts no second stream."""
+    label = f"e{uuid.uuid4().hex[:8]}"
+    log = await WatchLog(runtime, f"watch-test={label}").start()
+    try:
+        emu.set_faults(watch_error_event=500)
+        await wait_until(lambda: runtime.watch_stats["error_events"] >= 1, 30, what="first ERROR event")
+        t = time.monotonic()
+        await wait_until(lambda: runtime.watch_stats["error_events"] >= 5, 60, what="five ERROR events")
+        elapsed = time.monotonic() - t
+        assert elapsed >= 0.9 * min_backoff(5), (elapsed, dict(runtime.watch_stats))
+        assert emu.stats()["faults_watch_error_event"] >= 5
+        emu.clear_faults()
+        api = emu.api(no_faults=True)
+        await asyncio.to_thread(api.create_namespaced_pod, emu.namespace, bare_pod(f"{label}-0", {"watch-test": label}))
+        await wait_until(lambda: f"{label}-0" in log.state, 30, what="the watch resumed")
+        assert_one_stream(runtime, 1, log)
+        await asyncio.to_thread(api.delete_namespaced_pod, f"{label}-0", emu.namespace, grace_period_seconds=0)
+        print(f"\n[ERROR events] 4 back-offs took {elapsed:.2f}s (floor {min_backoff(5):.2f}s); {dict(runtime.watch_stats)}")
+    finally:
+        emu.clear_faults()
+        await log.stop()

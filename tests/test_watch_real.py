@@ -44,6 +44,9 @@ def control_plane():
         def restart_apiserver(self, watch_cache: bool):
             # From the test's own thread: the apiserver dies with the thread that started it.
             self.kill_apiserver()
+            etcd = self._procs.get("etcd")
+            assert etcd is not None and etcd.poll() is None, (
+                f"etcd is gone (exit code {etcd and etcd.returncode}); its log ends:\n{self.log('etcd')[-3000:]}")
             self.watch_cache = watch_cache
             self.start_apiserver()
 

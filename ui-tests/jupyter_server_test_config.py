@@ -91,3 +91,47 @@ c.DaskKube.templates[LONG] = {
     "description": "The same tiny local workers; averyveryverylongwordwithoutanyspacesthatmustwrapinsteadofoverflowing.",
     "default": False,
 }
+
+# Templates whose clusters carry what a user must be able to read on the card (notes.spec.ts):
+# - "mismatch": real workers that report another dask version (seed best practice 1) and whose
+#   --nthreads/--memory-limit are above their container limits (seed best practice 2);
+# - "broken": a scheduler container the runtime cannot start, so the cluster fails with a reason.
+_tiny_worker = c.DaskKube.templates["tiny"]["worker"]
+_tiny_container = _tiny_worker["spec"]["containers"][0]
+c.DaskKube.templates["mismatch"] = {
+    "name": "mismatch",
+    "display_name": "Mismatched workers",
+    "description": "Workers of another dask version, with args above their limits.",
+    "default": False,
+    "workers": 1,
+    "worker": {
+        **_tiny_worker,
+        "spec": {
+            **_tiny_worker["spec"],
+            "containers": [{
+                **_tiny_container,
+                "args": [
+                    "dask-worker", "--nthreads", "2", "--no-dashboard", "--memory-limit", "2GB",
+                    "--no-nanny", "--death-timeout", "60",
+                    "--preload", "jupyter_dask_kube.testing.mismatch_preload",
+                ],
+            }],
+        },
+    },
+}
+c.DaskKube.templates["broken"] = {
+    "name": "broken",
+    "display_name": "Broken scheduler",
+    "description": "A scheduler command that does not exist.",
+    "default": False,
+    "workers": 1,
+    "worker": _tiny_worker,
+    "scheduler": {
+        "kind": "Pod",
+        "spec": {"containers": [{
+            "name": "dask-scheduler",
+            "image": "ghcr.io/dask/dask:latest",
+            "command": ["/nonexistent/dask-scheduler-that-is-not-installed"],
+        }]},
+    },
+}

@@ -23,6 +23,7 @@ class PodBackend(ClusterBackend):
         await self.manager.runtime.close()
 
     async def templates(self) -> list[dict]:
+        await self.manager.refresh_access()  # which templates this user's hub groups may see
         return self.manager.template_list()
 
     async def list_json(self) -> str:

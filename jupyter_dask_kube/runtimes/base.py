@@ -30,6 +30,13 @@ class RuntimeAPIError(Exception):
         return self.status in (0, 429, 500, 502, 503, 504)
 
 
+def readable_error(exc: BaseException) -> str:
+    """An API refusal in Kubernetes' words ("Forbidden: pods is forbidden: ..."), else the exception's text."""
+    if isinstance(exc, RuntimeAPIError):
+        return f"{exc.reason}: {exc.message}" if exc.status else exc.message
+    return str(exc) or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     """One change. ``SYNCED`` (object ``{}``) follows the initial ADDED burst, so a cache knows its

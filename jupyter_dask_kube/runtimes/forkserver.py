@@ -11,6 +11,9 @@ Protocol, over a ``SOCK_SEQPACKET`` socketpair (one JSON message per packet, bou
   server -> runner  ``{"id", "pid"}`` or ``{"id", "error"}``, then ``{"exited": pid, "code": returncode}``
                     (``code`` as subprocess reports it: negative for a signal)
 
+A nanny's worker process is started from an imported Python too: see :func:`_fork_nanny_workers`.
+The server process can be started before any pod (:meth:`ForkServer.start`, as the extension loads).
+
 Children are reaped by the server, which reports every exit in order after the child's start reply.
 The server dies with the runner (PDEATHSIG), and each child dies with the server, so pods still end with
 the process that runs them.
@@ -113,10 +116,10 @@ class ForkServer:
         except RuntimeError:
             return False
 
-    def start(self) -> None:
-        """Start the server process now (it imports in the background); idempotent, needs no event loop.
-
-        The extension calls this as it loads, so the first cluster finds distributed already imported."""
+    def start(self, background: bool = False) -> None:
+        """Start the server process now; idempotent, needs no event loop. ``background``: nobody waits for it
+        yet, so it imports at a lower priority (the extension starts it so as the Jupyter server starts, and the
+        first cluster then finds distributed imported)."""
         if self._popen is not None or self.broken:
             return
         from .localpod import _child_setup, base_environment
@@ -124,7 +127,8 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                [sys.executable, "-m", __name__, str(theirs.fileno()), *(["--background"] if background else [])],
+                pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 # Forks keep this process's initial environment in /proc/<pid>/environ: no secrets in it.
                 # Plus what a nanny sets before its worker's Python starts (see server_environment).
@@ -222,6 +226,15 @@ class ForkServer:
             for proc in self._running.values():
                 proc._exit(-signal.SIGKILL)
             self._running.clear()
+
+    def discard(self) -> None:
+        """Stop a server no pod used yet (no event loop needed). Returns None, so ``x = x.discard()`` drops it."""
+        self.broken = self.broken or "discarded"
+        if self._sock is not None:
+            self._sock.close()
+        if self._popen is not None and self._popen.poll() is None:
+            self._popen.kill()
+            self._popen.wait(10)
 
     async def close(self) -> None:
         """Stop the server (its remaining children die with it). Callable from any event loop."""
@@ -419,9 +432,35 @@ def _preload() -> None:
             importlib.import_module(module)
 
 
-def serve(fd: int) -> None:
+def _preload_in_background(niceness: int = 10) -> None:
+    """:func:`_preload` at a lower priority: started as the Jupyter server starts, these imports should take only
+    the CPU it leaves. In a thread of its own, because on Linux nice is per thread and cannot be undone without
+    privileges: the thread has ended before any fork, so pods run at this process's normal priority."""
+    import threading
+
+    failed: list[BaseException] = []
+
+    def run():
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
+        try:
+            _preload()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="preload")
+    thread.start()
+    thread.join()
+    if failed:  # e.g. a module that wants the main thread: import here as before
+        _preload()
+
+
+def serve(fd: int, background: bool = False) -> None:
     _STARTED_WITH.update(os.environ)
-    _preload()
+    if background:
+        _preload_in_background()
+    else:
+        _preload()
     sock = socket.socket(fileno=fd)
     rd, wakeup = os.pipe()
     os.set_blocking(wakeup, False)
@@ -467,4 +506,4 @@ def serve(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), background="--background" in sys.argv[2:])

@@ -306,7 +306,7 @@ class LocalPodRunner:
                  log_dir: str | None = None, enforce_memory_limits: bool = True,
                  image_pull_fail: Callable[[str], bool] | None = None,
                  backoff_initial: float = 1.0, backoff_max: float = 30.0, memory_poll_interval: float = 1.0,
-                 fork_server: bool | None = None):
+                 fork_server: bool | ForkServer | None = None):
         self.on_status = on_status
         self.run_processes = run_processes
         self.log_dir = log_dir
@@ -316,11 +316,15 @@ class LocalPodRunner:
         self.backoff_max = backoff_max
         self.memory_poll_interval = memory_poll_interval
         self._pods: dict[str, _Pod] = {}
+        self.memory_checks = self.pss_checks = 0  # memory-limit polls, and those that had to look at PSS
         if fork_server is None:
             import dask.config
 
             fork_server = bool(dask.config.get("kubernetes.local.fork-server", True))
-        self.fork_server = ForkServer() if fork_server and run_processes else None
+        if isinstance(fork_server, ForkServer):  # one started early (the extension does, as it links)
+            self.fork_server = fork_server if run_processes else fork_server.discard()
+        else:
+            self.fork_server = ForkServer() if fork_server and run_processes else None
         if log_dir:
             os.makedirs(log_dir, exist_ok=True)
 
@@ -331,7 +335,7 @@ class LocalPodRunner:
         if self.fork_server is None:
             return False
         try:
-            self.fork_server.start()
+            self.fork_server.start(background=True)
         except OSError as exc:
             logger.warning("local runtime: fork server could not start (%s); starting processes directly", exc)
             self.fork_server.broken = str(exc)
@@ -544,13 +548,22 @@ class LocalPodRunner:
             await asyncio.sleep(self.memory_poll_interval)
             try:
                 root = psutil.Process(proc.pid)
-                rss = 0
-                for q in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        rss += q.memory_info().rss
+                members = [root, *root.children(recursive=True)]
             except psutil.Error:
                 return
-            if rss > limit and proc.returncode is None:
+            self.memory_checks += 1
+            rss = 0
+            for q in members:
+                with contextlib.suppress(psutil.Error):
+                    rss += q.memory_info().rss
+            # RSS counts the pages a fork shares (with the fork server, with a nanny's multiprocessing helpers)
+            # once per process; a cgroup charges them once: over the limit by RSS, check with PSS (costlier).
+            if rss <= limit:
+                continue
+            self.pss_checks += 1
+            if await asyncio.to_thread(_pss, members) <= limit:
+                continue
+            if proc.returncode is None:
                 c.oom = True
                 _killpg(proc.pid, signal.SIGKILL)
                 return
@@ -703,6 +716,15 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> None:
             except psutil.NoSuchProcess:
                 break
             time.sleep(0.02)
+
+
+def _pss(procs: list[psutil.Process]) -> int:
+    """Proportional set size of ``procs`` together: each shared page counted once across its sharers."""
+    total = 0
+    for q in procs:
+        with contextlib.suppress(psutil.Error):
+            total += q.memory_full_info().pss
+    return total
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -1,7 +1,7 @@
 """``python -m jupyter_dask_kube.testing``: serve an emulated Kubernetes cluster and write a kubeconfig for it.
 
 Pods created through it run as local processes (each on its own 127.x.y.z), Services get a loopback
-clusterIP that forwards to a ready pod. Stop with Ctrl-C / SIGTERM: every pod is stopped and deleted first.
+clusterIP that forwards to a ready pod. Stop with Ctrl-C / SIGTERM: every pod's processes are stopped first.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{READY_MARK}{info.url} (namespace {info.namespace}; {mode})", flush=True)
         print(f"Kubeconfig written to {info.kubeconfig}", flush=True)
         print(f"export KUBECONFIG={info.kubeconfig}", flush=True)
-        print("Press Ctrl-C to stop (every pod is stopped and deleted).", flush=True)
+        print("Press Ctrl-C to stop (every pod's processes are stopped).", flush=True)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -64,6 +64,20 @@ class ControlPlaneError(RuntimeError):
     """A component did not start; the message carries the tail of its log."""
 
 
+class PortTaken(ControlPlaneError):
+    """A port picked as free was bound by another process before ours could bind it."""
+
+
+def _listens(pid: int, port: int) -> bool:
+    import psutil
+
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
+
+
 class RealControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 (see the module docstring).
 
@@ -113,20 +127,32 @@ class RealControlPlane:
         why = missing()
         if why:
             raise ControlPlaneError(why)
-        try:
-            self._write_credentials()
-            self._start_etcd()
-            self._start_apiserver()
-            self._start_controller_manager()
-            self._wait_service_account("default")
-            if self.namespace != "default":
-                self.create_namespace(self.namespace)
-            if self.node_agent:
-                self._start_agent()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(3):
+            try:
+                self._write_credentials()
+                self._start_etcd()
+                self._start_apiserver()
+                self._start_controller_manager()
+                self._wait_service_account("default")
+                if self.namespace != "default":
+                    self.create_namespace(self.namespace)
+                if self.node_agent:
+                    self._start_agent()
+                return self
+            except PortTaken:
+                # Another process took a port between free_ports() and our bind: pick new ones.
+                self.stop()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
         return self
+
+    def dead(self) -> list[str]:
+        """Why any of the plane's processes is gone (name, exit code, log tail); empty while all run."""
+        return [f"{name} exited with {proc.returncode}:\n" + self.log(name)[-2000:]
+                for name, proc in self._procs.items() if proc.poll() is not None]
 
     def stop(self) -> None:
         self._stop_agent()
@@ -241,15 +267,20 @@ class RealControlPlane:
         self._procs[name] = proc
         return proc
 
-    def _wait(self, name: str, ready, what: str) -> None:
+    def _wait(self, name: str, ready, what: str, port: int | None = None) -> None:
         deadline = time.monotonic() + self.startup_timeout
         proc = self._procs[name]
         while time.monotonic() < deadline:
             if proc.poll() is not None:
+                if port is not None and "address already in use" in self.log(name):
+                    raise PortTaken(f"{name}: port {port} was taken by another process")
                 raise ControlPlaneError(f"{name} exited with {proc.returncode} before {what}:\n"
                                         + self.log(name)[-4000:])
             try:
                 if ready():
+                    # The answer may come from another process that holds the port we picked.
+                    if port is not None and not _listens(proc.pid, port):
+                        raise PortTaken(f"{name}: port {port} answers, but not from {name}")
                     return
             except (OSError, urllib.error.URLError, ValueError):
                 pass
@@ -271,7 +302,7 @@ class RealControlPlane:
         def healthy() -> bool:
             with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as r:
                 return json.load(r).get("health") == "true"
-        self._wait("etcd", healthy, "healthy /health")
+        self._wait("etcd", healthy, "healthy /health", port=client)
 
     def _start_apiserver(self) -> None:
         (port,) = free_ports(1)
@@ -311,7 +342,7 @@ class RealControlPlane:
             "--kubelet-client-key", self.kubelet_client_key,
             "--profiling=false", "--logtostderr=true", "--v=1"])
         self.pid = proc.pid
-        self._wait("kube-apiserver", lambda: self._get("/readyz") == "ok", "ready /readyz")
+        self._wait("kube-apiserver", lambda: self._get("/readyz") == "ok", "ready /readyz", port=int(port))
 
     def _start_controller_manager(self) -> None:
         self._spawn("kube-controller-manager", [

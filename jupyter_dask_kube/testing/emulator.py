@@ -1,10 +1,10 @@
 """A Kubernetes API emulator: kmock's KubernetesEmulator with the API server behaviour the project needs.
 
-What is kept from kmock: the aiohttp request handler (``RawHandler``), API discovery (``/api``, ``/apis``,
-``/version`` and the per-version resource lists, fed from ``self.resources``), Status error rendering
-(:class:`kmock.KubernetesError`), kmock's DSL reactions (``emu['get /x'] << ...`` still takes priority for
-tests that want to script answers) and kmock's own generic store for any resource not listed in
-:data:`BUILTIN_RESOURCES` (custom objects work as in kmock).
+What is kept from kmock, through its public API only (``kmock.KubernetesEmulator`` and its request entry point,
+``kmock.ResourceInfo``, ``kmock.KubernetesError``): API discovery of ``/api``, ``/apis`` and ``/version`` (fed
+from ``self.resources``), and kmock's own generic store for any resource not listed in
+:data:`BUILTIN_RESOURCES` (custom objects work as in kmock). The resource lists of the built-in group versions
+are served here.
 
 What is replaced, for the built-in core resources (pods, services, namespaces, nodes, events, configmaps,
 secrets) and SelfSubjectAccessReviews, because kmock's generic path cannot do it (see RECIPES.md):
@@ -15,16 +15,14 @@ graceful pod deletion with a kubelet, ownerReference garbage collection, merge /
 PUT, pods/status, pods/log, Service clusterIP allocation, and fault injection (:class:`EmulatorFaults`).
 The store is a dict per resource keyed by (namespace, name): O(1) reads and writes, one JSON encoding per
 watch event shared by all watchers, no per-version history kept beyond a bounded watch-event window.
+Beside this module: ``routes`` (resources, paths), ``validation``, ``patching``, ``apierrors``, ``faults``.
+Pods are bound, run and finished by a node agent (``nodeagent``) that reaches this server over HTTP only.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
-import datetime
-import json
 import logging
-import math
 import random
 import re
 import time
@@ -36,410 +34,24 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import rendering
 
 from ..quantities import parse_quantity
 from ..selectors import SelectorError, parse_field_selector, parse_label_selector
+from .apierrors import ApiError, already_exists, bad_request, conflict, forbidden, invalid, not_found
+from .faults import NO_FAULTS_HEADER, EmulatorFaults
+from .kubeapi import NODE_AGENT_USER_AGENT
 from .kubeletserver import CONTROL_HEADER
-
-try:  # orjson is several times faster for the many small JSON documents served here
-    import orjson
-
-    def dumps(obj) -> bytes:
-        return orjson.dumps(obj)
-
-    loads = orjson.loads
-except ImportError:  # pragma: no cover
-    def dumps(obj) -> bytes:
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-    loads = json.loads
+from .patching import json_merge_patch, json_patch, strategic_merge_patch
+from .routes import BUILTIN_RESOURCES, Event, Res, Route, _Watcher, route
+from .validation import GENERATE_CHARS, check_labels, now_iso, validate
+from .wire import dumps, loads
 
 log = logging.getLogger("jupyter_dask_kube.testing")
 
-#: A request carrying this header (any value) is never given an injected fault: lets a test check the API's
-#: state through a second client while faults stay on for the code under test.
-NO_FAULTS_HEADER = "X-Emulator-No-Faults"
 #: What the kubelet's eviction manager writes on a pod it evicted under memory pressure.
 EVICTION_MESSAGE = "The node was low on resource: memory. "
 
 __all__ = ["BUILTIN_RESOURCES", "EVICTION_MESSAGE", "NO_FAULTS_HEADER", "ApiError", "EmulatorFaults", "KubeEmulator"]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Faults
-@dataclasses.dataclass
-class EmulatorFaults:
-    """Faults injected into API answers. Empty (no fault) by default.
-
-    - ``error_rate``: fraction (0..1) of API requests answered with one of ``error_statuses``.
-    - ``latency``: seconds added before every API answer.
-    - ``drop_watch_after``: seconds after which every watch connection is cut (no clean end).
-    - ``forbidden``: ``{(verb, resource)}`` answered 403 like RBAC does (and reported by SelfSubjectAccessReview);
-      resource may carry a subresource (``"pods/log"``); ``"*"`` matches any verb or resource.
-    - ``review_denied``: ``{(verb, resource)}`` that SelfSubjectAccessReview reports as not allowed, without
-      enforcing it (to test RBAC preflight alone).
-    - ``quota``: ``{"pods": 10}`` per namespace; creating beyond it answers 403 "exceeded quota".
-    - ``namespaces``: when non-empty, faults apply only to requests in these namespaces.
-    - ``watch_error_event``: an HTTP status; every new watch answers 200 with one ``ERROR`` event carrying a
-      Status of that code, then ends (as kube-apiserver does on an internal error mid-watch).
-    """
-
-    error_rate: float = 0.0
-    error_statuses: tuple[int, ...] = (500, 503, 429)
-    latency: float = 0.0
-    drop_watch_after: float | None = None
-    forbidden: set[tuple[str, str]] = dataclasses.field(default_factory=set)
-    review_denied: set[tuple[str, str]] = dataclasses.field(default_factory=set)
-    quota: dict[str, int] = dataclasses.field(default_factory=dict)
-    namespaces: set[str] = dataclasses.field(default_factory=set)
-    watch_error_event: int | None = None
-
-    def to_json(self) -> dict:
-        return {
-            "error_rate": self.error_rate, "error_statuses": list(self.error_statuses), "latency": self.latency,
-            "drop_watch_after": self.drop_watch_after, "forbidden": sorted(map(list, self.forbidden)),
-            "review_denied": sorted(map(list, self.review_denied)), "quota": dict(self.quota),
-            "namespaces": sorted(self.namespaces), "watch_error_event": self.watch_error_event,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> EmulatorFaults:
-        data = dict(data or {})
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
-        if "error_statuses" in data:
-            data["error_statuses"] = tuple(int(s) for s in data["error_statuses"])
-        for key in ("forbidden", "review_denied"):
-            if key in data:
-                data[key] = {tuple(pair) for pair in data[key]}
-        if "namespaces" in data:
-            data["namespaces"] = set(data["namespaces"])
-        return cls(**data)
-
-    def is_forbidden(self, verb: str, resource: str, pairs: set | None = None) -> bool:
-        pairs = self.forbidden if pairs is None else pairs
-        if not pairs:
-            return False
-        base = resource.split("/")[0]
-        for v, r in pairs:
-            if v in (verb, "*") and r in (resource, base if "/" not in r else resource, "*"):
-                return True
-        return False
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Errors
-@attrs.frozen
-class ApiError(kmock.KubernetesError):
-    """A Kubernetes Status failure answer."""
-
-    headers: dict | None = None
-
-    def body(self) -> dict:
-        out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": self.message or "", "reason": self.reason or "", "code": self.status}
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
-def _kind_ref(plural: str, name: str | None, group: str = "") -> dict:
-    d = {"kind": plural}
-    if name:
-        d["name"] = name
-    if group:
-        d["group"] = group
-    return d
-
-
-def not_found(plural: str, name: str, group: str = "") -> ApiError:
-    res = f"{plural}.{group}" if group else plural
-    return ApiError(404, "NotFound", f'{res} "{name}" not found', _kind_ref(plural, name, group))
-
-
-def already_exists(plural: str, name: str, group: str = "") -> ApiError:
-    res = f"{plural}.{group}" if group else plural
-    return ApiError(409, "AlreadyExists", f'{res} "{name}" already exists', _kind_ref(plural, name, group))
-
-
-def conflict(plural: str, name: str) -> ApiError:
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": the object has been '
-                    "modified; please apply your changes to the latest version and try again",
-                    _kind_ref(plural, name))
-
-
-def invalid(kind: str, name: str, causes: list[tuple[str, str, str]]) -> ApiError:
-    """causes: (field, reason word, detail), e.g. ("spec.containers", "FieldValueRequired", "Required value")."""
-    parts = [f"{field}: {detail}" for field, _, detail in causes]
-    text = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
-    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {text}', {
-        "name": name, "kind": kind.lower() + "s" if False else kind,
-        "causes": [{"reason": r, "message": d, "field": f} for f, r, d in causes]})
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "BadRequest", message)
-
-
-def forbidden(verb: str, resource: str, namespace: str | None, group: str = "") -> ApiError:
-    base, _, sub = resource.partition("/")
-    where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-    sub_text = f'resource "{base}/{sub}"' if sub else f'resource "{base}"'
-    return ApiError(403, "Forbidden",
-                    f'{resource} is forbidden: User "system:serviceaccount:default:jupyter" cannot {verb} '
-                    f'{sub_text} in API group "{group}"{where}', _kind_ref(base, None, group))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Validation helpers
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                 "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
-                 "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
-             "and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
-             "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
-DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-               "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
-               "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
-GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def _check_labels(labels: Any, causes: list) -> None:
-    if labels is None:
-        return
-    if not isinstance(labels, dict):
-        causes.append(("metadata.labels", "FieldValueInvalid", "Invalid value: labels must be a map"))
-        return
-    for key, value in labels.items():
-        prefix, _, name = key.rpartition("/")
-        if (prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))) or len(name) > 63 \
-                or not LABEL_NAME.match(name):
-            causes.append(("metadata.labels", "FieldValueInvalid",
-                           f'Invalid value: "{key}": name part must consist of alphanumeric characters, \'-\', '
-                           "'_' or '.', and must start and end with an alphanumeric character"))
-        if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
-            causes.append(("metadata.labels", "FieldValueInvalid",
-                           f'Invalid value: "{value}": a valid label must be an empty string or consist of '
-                           "alphanumeric characters, '-', '_' or '.', and must start and end with an "
-                           "alphanumeric character" + (" (must be no more than 63 characters)"
-                                                       if isinstance(value, str) and len(value) > 63 else "")))
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Patching
-def json_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = json_merge_patch(out.get(key), value)
-    return out
-
-
-#: list fields merged by a key in strategic merge patch (the ones on pods and services that matter here)
-STRATEGIC_KEYS = {"containers": "name", "initContainers": "name", "ephemeralContainers": "name", "env": "name",
-                  "ports": None, "volumes": "name", "volumeMounts": "mountPath", "conditions": "type",
-                  "containerStatuses": "name", "initContainerStatuses": "name", "ownerReferences": "uid",
-                  "imagePullSecrets": "name", "tolerations": None, "finalizers": "$set"}
-
-
-def strategic_merge_patch(target: Any, patch: Any, field: str | None = None) -> Any:
-    if isinstance(patch, list):
-        key = STRATEGIC_KEYS.get(field or "")
-        if key == "$set" and isinstance(target, list):
-            return list(dict.fromkeys([*target, *patch]))
-        if field == "ports" and isinstance(target, list):
-            key = "containerPort" if any("containerPort" in p for p in patch if isinstance(p, dict)) else "port"
-        if not key or not isinstance(target, list) or not all(isinstance(p, dict) for p in patch):
-            return [p for p in patch if not (isinstance(p, dict) and p.get("$patch") == "delete")]
-        out = [dict(t) for t in target]
-        for item in patch:
-            match = next((i for i, t in enumerate(out) if t.get(key) == item.get(key)), None)
-            if item.get("$patch") == "delete":
-                if match is not None:
-                    out.pop(match)
-            elif match is None:
-                out.append(item)
-            else:
-                out[match] = strategic_merge_patch(out[match], item)
-        return out
-    if not isinstance(patch, dict):
-        return patch
-    if patch.get("$patch") == "replace":
-        return {k: v for k, v in patch.items() if k != "$patch"}
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if key.startswith("$"):
-            continue
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = strategic_merge_patch(out.get(key), value, key)
-    return out
-
-
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise bad_request(f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def json_patch(doc: Any, ops: list) -> Any:
-    """RFC 6902 (add, remove, replace, move, copy, test)."""
-    doc = loads(dumps(doc))
-
-    def walk(parts):
-        cur = doc
-        for p in parts[:-1]:
-            cur = cur[int(p)] if isinstance(cur, list) else cur[p]
-        return cur, parts[-1]
-
-    try:
-        for op in ops:
-            kind, parts = op["op"], _pointer(op["path"])
-            if kind in ("add", "replace"):
-                parent, last = walk(parts)
-                if isinstance(parent, list):
-                    idx = len(parent) if last == "-" else int(last)
-                    parent.insert(idx, op["value"]) if kind == "add" else parent.__setitem__(idx, op["value"])
-                else:
-                    if kind == "replace" and last not in parent:
-                        raise KeyError(last)
-                    parent[last] = op["value"]
-            elif kind == "remove":
-                parent, last = walk(parts)
-                del parent[int(last) if isinstance(parent, list) else last]
-            elif kind in ("move", "copy"):
-                src_parent, src_last = walk(_pointer(op["from"]))
-                value = src_parent[int(src_last) if isinstance(src_parent, list) else src_last]
-                if kind == "move":
-                    del src_parent[int(src_last) if isinstance(src_parent, list) else src_last]
-                doc = json_patch(doc, [{"op": "add", "path": op["path"], "value": value}])
-            elif kind == "test":
-                parent, last = walk(parts)
-                if parent[int(last) if isinstance(parent, list) else last] != op["value"]:
-                    raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                                   f"request: test operation failed at {op['path']}")
-            else:
-                raise bad_request(f"unknown JSON patch op {kind!r}")
-    except ApiError:
-        raise
-    except (KeyError, IndexError, ValueError, TypeError) as e:
-        raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {e!r}")
-    return doc
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Resources
-@dataclasses.dataclass(frozen=True)
-class Res:
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-    short: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()
-    verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-BUILTIN_RESOURCES: dict[tuple[str, str], Res] = {
-    (r.group, r.plural): r for r in [
-        Res("", "v1", "pods", "Pod", short=("po",), subresources=("status", "log", "binding")),
-        Res("", "v1", "services", "Service", short=("svc",), subresources=("status",)),
-        Res("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",), subresources=("status",),
-            verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
-        Res("", "v1", "nodes", "Node", namespaced=False, short=("no",), subresources=("status",)),
-        Res("", "v1", "events", "Event", short=("ev",)),
-        Res("", "v1", "configmaps", "ConfigMap", short=("cm",)),
-        Res("", "v1", "secrets", "Secret"),
-        Res("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
-            namespaced=False, verbs=("create",)),
-    ]
-}
-
-
-class Event:
-    """One committed change; its JSON line is encoded once and shared by every watcher."""
-
-    __slots__ = ("rv", "type", "obj", "old", "_line")
-
-    def __init__(self, rv: int, type: str, obj: dict, old: dict | None):
-        self.rv, self.type, self.obj, self.old, self._line = rv, type, obj, old, None
-
-    def line(self, type: str | None = None) -> bytes:
-        if type is None or type == self.type:
-            if self._line is None:
-                self._line = b'{"type":"' + self.type.encode() + b'","object":' + dumps(self.obj) + b"}\n"
-            return self._line
-        return b'{"type":"' + type.encode() + b'","object":' + dumps(self.obj) + b"}\n"
-
-
-class _Watcher:
-    __slots__ = ("namespace", "queue", "name")
-
-    def __init__(self, namespace, name):
-        self.namespace, self.name = namespace, name
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
-
-
-_PATH_RE = re.compile(r"^/(?:api/(?P<cv>v1)|apis/(?P<g>[^/]+)/(?P<v>[^/]+))(?P<rest>(?:/.*)?)$")
-
-
-@dataclasses.dataclass
-class Route:
-    res: Res | None
-    group: str
-    version: str
-    plural: str | None
-    namespace: str | None
-    name: str | None
-    sub: str | None
-    watch_path: bool = False
-
-
-def route(path: str) -> Route | None:
-    m = _PATH_RE.match(path)
-    if not m:
-        return None
-    group, version = (m.group("g") or "", m.group("cv") or m.group("v"))
-    parts = [p for p in m.group("rest").split("/") if p]
-    watch_path = False
-    if parts and parts[0] == "watch":
-        watch_path, parts = True, parts[1:]
-    namespace = None
-    if len(parts) >= 2 and parts[0] == "namespaces" and (len(parts) > 2):
-        namespace, parts = parts[1], parts[2:]
-    if not parts:
-        return Route(None, group, version, None, namespace, None, None, watch_path)
-    plural = parts[0]
-    name = parts[1] if len(parts) > 1 else None
-    sub = "/".join(parts[2:]) or None
-    res = BUILTIN_RESOURCES.get((group, plural))
-    if res is not None and res.version != version:
-        res = None
-    return Route(res, group, version, plural, namespace, name, sub, watch_path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -457,7 +69,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
     watch_history: int = 2000
     faults: EmulatorFaults = attrs.field(factory=EmulatorFaults)
     allocate_ip: Callable[[], str] | None = None
-    request_log_size: int = 100
 
     _db: dict = attrs.field(factory=lambda: collections.defaultdict(dict), init=False)
     _rv: int = attrs.field(default=0, init=False)
@@ -469,7 +80,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
     #: the node agent's control token, for the evict/oomkill fault hooks on its kubelet port
     node_agent_token: str | None = attrs.field(default=None)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
-    _has_user_payloads: tuple | None = attrs.field(default=None, init=False)
     stats: collections.Counter = attrs.field(factory=collections.Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -481,18 +91,22 @@ class KubeEmulator(kmock.KubernetesEmulator):
         for ns in dict.fromkeys(["default", "kube-system", *self.namespaces]):
             self._insert("namespaces", {"metadata": {"name": ns}}, BUILTIN_RESOURCES[("", "namespaces")])
 
-    async def _serve_version(self, request: rendering.Request) -> rendering.Payload:
-        # kmock says groupVersion "/v1" for the core group: kubectl then finds no resource at all.
-        out = await super()._serve_version(request)
-        if isinstance(out, dict) and out.get("groupVersion", "").startswith("/"):
-            out["groupVersion"] = out["groupVersion"][1:]
-        for item in (out or {}).get("resources", []) if isinstance(out, dict) else []:
-            if "/" in item["name"]:  # subresources: the verbs they really have, no short names
-                sub = item["name"].split("/", 1)[1]
-                item["verbs"] = {"log": ["get"], "binding": ["create"]}.get(sub, ["get", "patch", "update"])
-                item["shortNames"] = []
-            item["verbs"] = sorted(item["verbs"])
-        return out
+    def _resource_list(self, group: str, version: str) -> dict | None:
+        """The APIResourceList of a group/version whose resources are all built in (served here, not by kmock:
+        its answer for the core group says groupVersion "/v1", and kubectl then finds nothing)."""
+        mine = [r for r in BUILTIN_RESOURCES.values() if r.group == group and r.version == version]
+        if not mine:
+            return None
+        resources = []
+        for r in mine:
+            resources.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
+                              "kind": r.kind, "verbs": sorted(r.verbs), "shortNames": list(r.short)})
+            for sub in r.subresources:
+                resources.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
+                                  "kind": "Binding" if sub == "binding" else r.kind,
+                                  "verbs": {"log": ["get"], "binding": ["create"]}.get(sub, ["get", "patch", "update"])})
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
+                "resources": resources}
 
     # -- public helpers (in-process use: the kubelet and tests) --------------------------------------------
     @property
@@ -614,7 +228,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 if (ns, name) not in table:
                     break
             meta["name"] = name
-        self._validate(res, obj)
+        validate(res, obj)
         if (ns, name) in table:
             raise already_exists(plural, name, res.group)
         self._defaults(res, obj)
@@ -714,72 +328,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return self._remove(plural, obj, propagation)
 
     # -- validation and defaults ---------------------------------------------------------------------------
-    def _validate(self, res: Res, obj: dict) -> None:
-        meta = obj["metadata"]
-        name = meta.get("name") or ""
-        causes: list = []
-        if not name:
-            causes.append(("metadata.name", "FieldValueRequired", "Required value: name or generateName is required"))
-        elif res.plural == "services":
-            if len(name) > 63 or not DNS1035_LABEL.match(name):
-                causes.append(("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {DNS1035_MSG}'))
-        elif res.plural == "namespaces":
-            if len(name) > 63 or not DNS1123_LABEL.match(name):
-                causes.append(("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {LABEL_MSG}'))
-        elif len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
-            causes.append(("metadata.name", "FieldValueInvalid", f'Invalid value: "{name}": {SUBDOMAIN_MSG}'))
-        _check_labels(meta.get("labels"), causes)
-        ann = meta.get("annotations")
-        if ann is not None and (not isinstance(ann, dict) or not all(isinstance(v, str) for v in ann.values())):
-            causes.append(("metadata.annotations", "FieldValueInvalid", "Invalid value: annotation values must be strings"))
-        if res.plural == "pods":
-            spec = obj.get("spec")
-            containers = spec.get("containers") if isinstance(spec, dict) else None
-            if not containers:
-                causes.append(("spec.containers", "FieldValueRequired", "Required value"))
-            else:
-                seen = set()
-                for i, c in enumerate(containers):
-                    cname = c.get("name") if isinstance(c, dict) else None
-                    if not cname:
-                        causes.append((f"spec.containers[{i}].name", "FieldValueRequired", "Required value"))
-                    elif len(cname) > 63 or not DNS1123_LABEL.match(cname):
-                        causes.append((f"spec.containers[{i}].name", "FieldValueInvalid",
-                                       f'Invalid value: "{cname}": {LABEL_MSG}'))
-                    elif cname in seen:
-                        causes.append((f"spec.containers[{i}].name", "FieldValueDuplicate", f'Duplicate value: "{cname}"'))
-                    seen.add(cname)
-                    if isinstance(c, dict) and not c.get("image"):
-                        causes.append((f"spec.containers[{i}].image", "FieldValueRequired", "Required value"))
-                    for j, p in enumerate((c or {}).get("ports") or []):
-                        port = p.get("containerPort")
-                        if not isinstance(port, int) or not 0 < port < 65536:
-                            causes.append((f"spec.containers[{i}].ports[{j}].containerPort", "FieldValueInvalid",
-                                           f"Invalid value: {port}: must be between 1 and 65535, inclusive"))
-                    for r in ("limits", "requests"):
-                        for k, v in (((c or {}).get("resources") or {}).get(r) or {}).items():
-                            try:
-                                parse_quantity(v)
-                            except ValueError:
-                                causes.append((f"spec.containers[{i}].resources.{r}[{k}]", "FieldValueInvalid",
-                                               f'Invalid value: "{v}": quantities must match the regular '
-                                               "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"))
-            if spec and spec.get("restartPolicy") not in (None, "Always", "OnFailure", "Never"):
-                causes.append(("spec.restartPolicy", "FieldValueNotSupported",
-                               f'Unsupported value: "{spec["restartPolicy"]}": supported values: "Always", "Never", "OnFailure"'))
-        elif res.plural == "services":
-            spec = obj.get("spec") or {}
-            if spec.get("type", "ClusterIP") != "ExternalName" and spec.get("clusterIP") != "None" \
-                    and not spec.get("ports"):
-                causes.append(("spec.ports", "FieldValueRequired", "Required value"))
-            for j, p in enumerate(spec.get("ports") or []):
-                port = p.get("port")
-                if not isinstance(port, int) or not 0 < port < 65536:
-                    causes.append((f"spec.ports[{j}].port", "FieldValueInvalid",
-                                   f"Invalid value: {port}: must be between 1 and 65535, inclusive"))
-        if causes:
-            raise invalid(res.kind, name, causes)
-
     def _defaults(self, res: Res, obj: dict) -> None:
         if res.plural == "pods":
             spec = obj["spec"]
@@ -857,22 +405,23 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return aiohttp.web.Response(body=dumps(body), status=e.status, content_type="application/json",
                                     headers=getattr(e, "headers", None) or None)
 
-    def _user_payloads(self) -> bool:
-        """Whether a test scripted kmock reactions (``emu['get /x'] << ...``): they take priority then."""
-        key = tuple(map(id, self._payloads))
-        if self._has_user_payloads is None or self._has_user_payloads[0] != key:
-            found = any(not any(math.isinf(p) for p in payload.priorities) for payload in self._payloads)
-            self._has_user_payloads = (key, found)
-        return self._has_user_payloads[1]
-
     async def _dispatch(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         path = raw.path
-        self.stats["requests"] += 1
+        # the node agent's own traffic (heartbeats, status, its watches) is counted apart: the counters measure
+        # what the code under test asks of the API server
+        node = raw.headers.get("User-Agent", "").startswith(NODE_AGENT_USER_AGENT)
+        raw["jdk_node_agent"] = node
+        self.stats["node_agent_requests" if node else "requests"] += 1
         if path.startswith("/_emulator/"):
             return await self._serve_private(raw, path[len("/_emulator/"):])
         r = route(path)
-        if r is None or r.res is None or self._user_payloads():
-            return await self._kmock_handle(raw)
+        if r is not None and r.plural is None and r.namespace is None and raw.method == "GET":
+            listing = self._resource_list(r.group, r.version)
+            if listing is not None:
+                return self._json(listing)
+        if r is None or r.res is None:
+            # anything else (discovery of /api, /apis, /version; custom resources) through kmock's public entry
+            return await kmock.KubernetesEmulator.__call__(self, raw)
         faults = self.faults
         ns = r.namespace
         if (faults.latency or faults.error_rate or faults.forbidden or faults.quota) \
@@ -900,18 +449,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     if faults.is_forbidden(verb, resource):
                         raise forbidden(verb, resource, ns, r.group)
         return await self._serve_builtin(raw, r)
-
-    async def _kmock_handle(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        request = await rendering.Request._parse(raw, id=len(self._requests))
-        self._requests.append(request)
-        if len(self._requests) > 2 * self.request_log_size:  # keep kmock's request log bounded
-            del self._requests[: -self.request_log_size]
-        try:
-            return await self._handle(request)
-        except rendering.StreamingError as e:
-            if e.__cause__ is not None:
-                raise e.__cause__
-            raise
 
     @staticmethod
     def _verb(raw: aiohttp.web.BaseRequest, r: Route) -> str:
@@ -985,7 +522,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 if q.get("dryRun"):  # validated as a real create is, and not stored
                     if not meta.get("name") and meta.get("generateName"):
                         meta["name"] = meta["generateName"] + "xxxxx"
-                    self._validate(res, obj)
+                    validate(res, obj)
                     return self._json(obj, 201)
                 created = self._insert(res.plural, obj, res)
                 return self._json(created, 201)
@@ -1108,7 +645,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     if "clusterIPs" in obj["spec"]:
                         spec["clusterIPs"] = obj["spec"]["clusterIPs"]
         causes: list = []
-        _check_labels(new["metadata"].get("labels"), causes)
+        check_labels(new["metadata"].get("labels"), causes)
         if causes:
             raise invalid(res.kind, obj["metadata"]["name"], causes)
         return self._commit_update(res.plural, obj, new)
@@ -1223,9 +760,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 since = int(rv_param)
             except ValueError:
                 raise bad_request(f"invalid resource version: {rv_param}")
-            self.stats["watches_resumed"] += 1
+            if not raw.get("jdk_node_agent"):
+                self.stats["watches_resumed"] += 1
             if since < self._compacted[res.plural]:
-                self.stats["watches_gone_410"] += 1
+                if not raw.get("jdk_node_agent"):
+                    self.stats["watches_gone_410"] += 1
                 error = {"type": "ERROR", "object": {
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "message": f"too old resource version: {since} ({self._compacted[res.plural] + 1})",
@@ -1243,7 +782,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 if field_m is None or field_m(o):
                     backlog.append(b'{"type":"ADDED","object":' + dumps(o) + b"}\n")
         self._watchers[res.plural].add(watcher)
-        self.stats["watches"] += 1
+        self.stats["node_agent_watches" if raw.get("jdk_node_agent") else "watches"] += 1
         try:
             if backlog:
                 await resp.write(b"".join(backlog))
@@ -1271,7 +810,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 if lines:
                     await resp.write(b"".join(lines))
             if drop_at is not None and (deadline is None or drop_at < deadline) and time.monotonic() >= drop_at:
-                self.stats["watches_dropped"] += 1
+                if not raw.get("jdk_node_agent"):
+                    self.stats["watches_dropped"] += 1
                 if raw.transport is not None:
                     raw.transport.close()  # an abrupt cut, as a dying connection looks
                 return resp

@@ -145,7 +145,11 @@ def kube_target_for(request, target: str):
     if target == "emulator":
         return request.getfixturevalue("emulated_kubernetes_only")
     if target == "real":
-        return _OnRealControlPlane(request.getfixturevalue("real_control_plane"))
+        plane = request.getfixturevalue("real_control_plane")
+        dead = plane.dead()
+        if dead:  # say why, rather than let every later test time out against a dead API server
+            pytest.fail("the session's real control plane died:\n" + "\n".join(dead), pytrace=False)
+        return _OnRealControlPlane(plane)
     if target == "kubeconfig":
         real = os.environ.get("JDK_TEST_REAL_KUBECONFIG")
         if not real:

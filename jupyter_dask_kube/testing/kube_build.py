@@ -152,10 +152,12 @@ def _add_deb_src() -> None:
 
 def _stop_etcd_service() -> None:
     """etcd-server's packaging starts a system etcd on 127.0.0.1:2379; the tests run their own."""
-    if Path("/run/systemd/system").is_dir():
-        subprocess.run(["systemctl", "disable", "--now", "etcd"], check=False,
+    if shutil.which("systemctl"):
+        # Not enabled at boot either; --now also stops it where systemd runs (offline, disable still works).
+        now = ["--now"] if Path("/run/systemd/system").is_dir() else []
+        subprocess.run(["systemctl", "disable", *now, "etcd"], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    elif Path("/etc/init.d/etcd").exists():
+    if Path("/etc/init.d/etcd").exists() and not Path("/run/systemd/system").is_dir():
         subprocess.run(["/etc/init.d/etcd", "stop"], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -205,6 +207,10 @@ def fetch_source(work: Path) -> Path:
     if (tree / ".jdk-unpacked").exists():
         return tree
     shutil.rmtree(work / "gopath", ignore_errors=True)
+    if not _source_known():
+        raise BuildError(f"apt knows no source package {DEBIAN_SOURCE}={DEBIAN_VERSION}: run this build as root "
+                         "once (it adds a deb-src entry for Debian bookworm's main archive), or add one yourself "
+                         "and `apt-get update`")
     dl = work / "download"
     shutil.rmtree(dl, ignore_errors=True)
     dl.mkdir(parents=True)

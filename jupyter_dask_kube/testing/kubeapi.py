@@ -17,7 +17,10 @@ import aiohttp
 
 log = logging.getLogger("jupyter_dask_kube.testing.nodeagent")
 
-__all__ = ["KubeAPI", "KubeAPIError"]
+__all__ = ["NODE_AGENT_USER_AGENT", "KubeAPI", "KubeAPIError"]
+
+#: How the agent introduces itself (a kubelet says "kubelet/v1.20.2 ..."); the emulator counts its requests apart.
+NODE_AGENT_USER_AGENT = "jdk-node-agent"
 
 
 class KubeAPIError(Exception):
@@ -39,7 +42,8 @@ class KubeAPI:
         config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
                                 persist_config=False)
         self.host = cfg.host.rstrip("/")
-        self.headers = {"Accept": "application/json", **(headers or {})}
+        self.headers = {"Accept": "application/json", "User-Agent": f"{NODE_AGENT_USER_AGENT}/1 (kubelet, scheduler, kube-proxy)",
+                        **(headers or {})}
         token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
         if token:
             prefix = (cfg.api_key_prefix or {}).get("authorization")

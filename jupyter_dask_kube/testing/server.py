@@ -261,8 +261,6 @@ class EmulatedKubernetes:
                     self._loop.call_soon_threadsafe(self._stop_event.set)
             thread.join(timeout)
         self.url = None
-        if os.environ.get("JDK_DEBUG_EMU"):
-            shutil.copy(self.log_path, os.environ["JDK_DEBUG_EMU"])
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -315,7 +313,8 @@ class EmulatedKubernetes:
 
     def stats(self) -> dict:
         """Counters: requests, created, deleted, watches; with faults on also faults_injected, faults_<status>,
-        faults_on_watch, watches_dropped, watches_resumed (from a resourceVersion), watches_gone_410."""
+        faults_on_watch, watches_dropped, watches_resumed (from a resourceVersion), watches_gone_410. The node
+        agent's own requests and watches are counted apart (node_agent_requests, node_agent_watches)."""
         return self._private("stats")
 
     def evict(self, name: str, namespace: str | None = None, message: str | None = None) -> dict:

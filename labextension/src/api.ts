@@ -83,6 +83,10 @@ export interface Cluster {
   created: string | number | null;
   pods: PodInfo[];
   warnings: string[];
+  /** ISO time the cluster ends by itself (max lifetime), or null. */
+  expires?: string | null;
+  /** Kept after the owner's Jupyter server stops. */
+  keep?: boolean;
   /** Code a notebook runs to use the cluster, when the backend has its own (gateway). */
   connect_code?: string;
 }
@@ -100,6 +104,8 @@ export interface CreateRequest {
   workers?: number;
   adapt?: AdaptBounds;
   options?: { [name: string]: OptionValue };
+  /** Survive the owner's server (up to the admin's detached lifetime). */
+  keep?: boolean;
 }
 
 export type ScaleRequest = { workers: number } | { adapt: AdaptBounds | null };

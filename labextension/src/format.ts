@@ -50,19 +50,54 @@ export function describeWorker(template: Template): string {
 /**
  * The code inserted into notebooks for a cluster: the backend's own when it
  * gives one (a Dask-Gateway cluster connects through the gateway's client,
- * which brings the cluster's TLS credentials), else a plain Client.
+ * which brings the cluster's TLS credentials). On Kubernetes the notebook
+ * gets the cluster object itself (scale, adapt, logs) by name; the local
+ * backend's clusters live in the Jupyter server, so a Client by address.
  */
 export function clientCode(
-  cluster: Pick<Cluster, 'scheduler_address' | 'connect_code'>
+  cluster: Pick<Cluster, 'scheduler_address' | 'connect_code'> &
+    Partial<Pick<Cluster, 'id' | 'backend'>>
 ): string {
   if (cluster.connect_code) {
     return cluster.connect_code;
+  }
+  if (cluster.backend === 'kubernetes' && cluster.id) {
+    return (
+      'from jupyter_dask_kube import KubeCluster\n' +
+      `cluster = KubeCluster.from_name(${JSON.stringify(cluster.id)})\n` +
+      'client = cluster.get_client()\n' +
+      'client'
+    );
   }
   return (
     'from dask.distributed import Client\n' +
     `client = Client(${JSON.stringify(cluster.scheduler_address ?? '')})\n` +
     'client'
   );
+}
+
+/**
+ * When the cluster ends by itself, in a line for its card ("" when never):
+ * "Ends at 18:30" / "Ends Dec 5, 09:00", plus whether it outlives the server.
+ */
+export function lifetimeText(
+  cluster: Pick<Cluster, 'expires' | 'keep'>,
+  now: Date = new Date()
+): string {
+  const kept = cluster.keep ? 'kept after your server stops' : '';
+  if (!cluster.expires) {
+    return kept ? kept.charAt(0).toUpperCase() + kept.slice(1) : '';
+  }
+  const end = new Date(cluster.expires);
+  if (isNaN(end.getTime())) {
+    return kept;
+  }
+  const time = end.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const sameDay = end.toDateString() === now.toDateString();
+  const when = sameDay
+    ? time
+    : `${end.toLocaleDateString([], { month: 'short', day: 'numeric' })}, ${time}`;
+  return `Ends at ${when}` + (kept ? ` · ${kept}` : '');
 }
 
 /** Resolve a possibly relative dashboard link against the current page. */
@@ -90,21 +125,74 @@ export function isStarting(cluster: Cluster): boolean {
   return cluster.status === 'pending' || cluster.status === 'starting';
 }
 
-/** Why a cluster is stuck or failed, from the cluster and its pods. */
-export function reasons(cluster: Cluster): string[] {
-  const out: string[] = [];
-  if (cluster.message) {
-    out.push(cluster.message);
+/** One line of a card's notes: a short reason first, then the whole text. */
+export interface INote {
+  /** Kubernetes' reason or the kind of warning ("ErrImagePull", "Version mismatch"), or null. */
+  lead: string | null;
+  /** The full text, never shortened here: the card clamps it and lets the user expand it. */
+  text: string;
+}
+
+/** Kubernetes reasons are CamelCase words: "ErrImagePull", "Unschedulable", "OOMKilled". */
+const REASON_WORD =
+  /\b([A-Z][a-z]+(?:[A-Z][A-Za-z]*)+|OOMKilled|Unschedulable|Error|Evicted)\b/;
+
+/**
+ * The reason a message is about, to show first. Pod reasons the message
+ * mentions win (the server's message may put them anywhere); else the
+ * first Kubernetes-style reason word in it.
+ */
+export function leadingReason(text: string, podReasons: string[]): string | null {
+  const known = podReasons.find(r => text.includes(r));
+  if (known) {
+    return known;
   }
-  for (const pod of cluster.pods ?? []) {
+  const m = REASON_WORD.exec(text);
+  return m ? m[1] : null;
+}
+
+/** Why a cluster is stuck or failed, from the cluster and its pods; reason first. */
+export function reasons(cluster: Cluster): INote[] {
+  const pods = cluster.pods ?? [];
+  const podReasons = pods.map(p => p.reason).filter((r): r is string => !!r);
+  const out: INote[] = [];
+  if (cluster.message) {
+    const lead = leadingReason(cluster.message, podReasons);
+    // a message that already leads with its reason ("Unschedulable: ...") is not shown it twice
+    const text =
+      lead && cluster.message.startsWith(`${lead}:`)
+        ? cluster.message.slice(lead.length + 1).trim()
+        : cluster.message;
+    out.push({ lead, text });
+  }
+  for (const pod of pods) {
     if (!pod.reason && !pod.message) {
       continue;
     }
-    const text = [pod.reason, pod.message].filter(Boolean).join(': ');
-    const line = `${pod.name}: ${text}`;
-    if (!out.some(o => o.includes(text))) {
-      out.push(line);
+    const detail = pod.message ?? '';
+    if (out.some(o => o.text.includes(detail || pod.reason || ''))) {
+      continue;
     }
+    out.push({
+      lead: pod.reason,
+      text: `${pod.role} pod ${pod.name}${detail ? `: ${detail}` : ''}`
+    });
   }
   return out;
+}
+
+/**
+ * What a warning is about, to show first: "Resource limits" for a container
+ * whose limits disagree with its dask args, else the part before the first
+ * colon when it is short ("Version mismatch between this server and the cluster").
+ */
+export function warningNote(text: string): INote {
+  if (text.startsWith('container ')) {
+    return { lead: 'Resource limits', text };
+  }
+  const m = /^([^:\n]{1,60}):\s*([\s\S]*)$/.exec(text);
+  if (m && !/^Worker /.test(m[1])) {
+    return { lead: m[1], text: m[2] };
+  }
+  return { lead: leadingReason(text, []), text };
 }

@@ -36,8 +36,12 @@ c.JupyterHub.load_roles = [
         "name": "jdk-test-admin",
         "scopes": ["admin:users", "admin:servers", "tokens", "read:users"],
         "services": ["jdk-test-admin"],
-    }
+    },
+    # As deploy/z2jh-values.yaml: the servers' own token may read the user's groups (templates and limits per group).
+    {"name": "server", "scopes": ["users:activity!user", "access:servers!server", "read:users:groups!user"]},
 ] + s.get("roles", [])
+# alice and bob in different groups: they see different templates and get different limits.
+c.JupyterHub.load_groups = {"gpu-team": {"users": ["alice"]}, "students": {"users": ["bob"]}}
 
 # -- single-user servers: local processes with the jupyter_dask_kube server extension ----------------------
 c.JupyterHub.spawner_class = "simple"

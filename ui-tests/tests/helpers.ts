@@ -141,7 +141,7 @@ export function apiBase(page: Page): string {
   return `${page.url().split('/lab')[0]}/dask-kube/api`;
 }
 
-async function xsrf(page: Page): Promise<string> {
+export async function xsrf(page: Page): Promise<string> {
   return (await page.context().cookies()).find(c => c.name === '_xsrf')?.value ?? '';
 }
 

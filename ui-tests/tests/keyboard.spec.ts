@@ -34,6 +34,7 @@ test.describe.serial('keyboard', () => {
       panel.getByLabel(/^Cores per worker/),
       panel.getByLabel('Adapt to the load'),
       panel.getByLabel('Workers', { exact: true }),
+      panel.getByLabel('Keep after my server stops'),
       panel.getByRole('button', { name: 'Create cluster' })
     ];
     for (const c of clusters) {

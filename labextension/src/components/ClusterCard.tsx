@@ -13,9 +13,12 @@ import {
   clusterLabel,
   formatBytes,
   formatCores,
+  lifetimeText,
   isStarting,
-  reasons
+  reasons,
+  warningNote
 } from '../format';
+import { Note } from './Note';
 
 export interface IClusterCardProps {
   cluster: Cluster;
@@ -133,26 +136,31 @@ export function ClusterCard(props: IClusterCardProps): JSX.Element {
       >
         {cluster.scheduler_address || '\u00a0'}
       </div>
+      {lifetimeText(cluster) ? (
+        <div
+          className="dask-kube-ClusterCard-lifetime"
+          title={cluster.expires ?? ''}
+        >
+          {lifetimeText(cluster)}
+        </div>
+      ) : null}
       {why.length ? (
         <ul
           className={
             'dask-kube-reasons' +
             (cluster.status === 'failed' ? ' dask-kube-mod-error' : '')
           }
+          aria-label="Why the cluster is not running"
         >
           {why.map(r => (
-            <li key={r} title={r}>
-              {r}
-            </li>
+            <Note key={`${r.lead}:${r.text}`} note={r} kind="reason" />
           ))}
         </ul>
       ) : null}
       {cluster.warnings?.length ? (
-        <ul className="dask-kube-warnings">
+        <ul className="dask-kube-warnings" aria-label="Warnings">
           {cluster.warnings.map(w => (
-            <li key={w} className="dask-kube-warning" title={w}>
-              {w}
-            </li>
+            <Note key={w} note={warningNote(w)} kind="warning" />
           ))}
         </ul>
       ) : null}

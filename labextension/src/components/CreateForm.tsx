@@ -67,6 +67,7 @@ export function CreateForm(props: ICreateFormProps): JSX.Element {
   const [options, setOptions] = React.useState(() => initialOptions(template));
   const [error, setError] = React.useState<string | null>(null);
   const [busy, setBusy] = React.useState(false);
+  const [keep, setKeep] = React.useState(false);
 
   // Keep a valid selection when the template list changes, and follow the
   // setting when it changes (it is the user's explicit wish).
@@ -115,6 +116,9 @@ export function CreateForm(props: ICreateFormProps): JSX.Element {
     }
     if (Object.keys(changed).length) {
       request.options = changed;
+    }
+    if (keep) {
+      request.keep = true;
     }
     setBusy(true);
     setError(null);
@@ -190,6 +194,20 @@ export function CreateForm(props: ICreateFormProps): JSX.Element {
         />
       ))}
       <ScaleFields idPrefix="dask-kube-create" value={scale} onChange={setScale} />
+      <div className="dask-kube-Field dask-kube-keep">
+        <label
+          htmlFor="dask-kube-keep"
+          title="Otherwise the cluster ends when your Jupyter server stops"
+        >
+          <input
+            id="dask-kube-keep"
+            type="checkbox"
+            checked={keep}
+            onChange={e => setKeep(e.currentTarget.checked)}
+          />{' '}
+          Keep after my server stops
+        </label>
+      </div>
       {error ? (
         <div className="dask-kube-error" role="alert">
           {error}

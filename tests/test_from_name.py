@@ -1,0 +1,188 @@
+"""Reconnect by name on the emulated Kubernetes API: ``KubeCluster.from_name`` and ``list_clusters`` for a
+cluster made through the REST API (what the panel posts), and for one made from Python in another process;
+attached from this process and from yet another process (a second kernel), with real dask processes."""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+from distributed import Client
+
+from jupyter_dask_kube import ClusterNotFound, KubeCluster, list_clusters
+from jupyter_dask_kube.objects import cluster_selector
+from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
+
+from helpers import no_pods, rest_call, tiny_template, wait_model, wait_until
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def username(monkeypatch):
+    name = f"u{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("JUPYTERHUB_USER", name)
+    return name
+
+
+@pytest.fixture
+def jp_server_config(username, emulated_kubernetes, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", emulated_kubernetes.kubeconfig)
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_dask_kube": True}},
+        "DaskKube": {"backend": "kubernetes", "templates": {"tiny": tiny_template()}},
+    }
+
+
+@pytest.fixture
+def runtime(emulated_kubernetes):
+    rt = KubernetesRuntime(emulated_kubernetes.namespace, kubeconfig=emulated_kubernetes.kubeconfig)
+    yield rt
+    asyncio.run(rt.close())
+
+
+def run_python(code: str, timeout: float = 240) -> dict:
+    """Run ``code`` in a fresh Python process (another kernel); it prints one JSON line last: returned."""
+    path = os.pathsep.join([ROOT, os.path.join(ROOT, "tests"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+async def test_from_name_of_a_rest_cluster(jp_fetch, username, runtime):
+    code, model = await rest_call(jp_fetch, "POST", "clusters",
+                                  body={"template": "tiny", "workers": 1, "name": "Panel made", "keep": True},
+                                  expect=201)
+    cid = model["id"]
+    assert model["keep"] is True and model["expires"] is None  # no lifetime configured
+    model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, what="1 worker")
+
+    listed = await asyncio.to_thread(list_clusters)
+    assert [(c["name"], c["display_name"], c["status"]) for c in listed] == [(cid, "Panel made", "running")]
+    assert listed[0]["scheduler_address"] == model["scheduler_address"] and listed[0]["workers"] == 1
+    assert (listed[0]["keep"], listed[0]["expires"]) == (True, None)
+
+    # by id, and by the name the card shows
+    cluster = await KubeCluster.from_name(cid, asynchronous=True)
+    try:
+        assert cluster.name == cid and cluster.scheduler_address == model["scheduler_address"]
+        assert cluster.shutdown_on_close is False and cluster.keep is True
+        async with Client(cluster, asynchronous=True) as client:
+            assert await client.submit(lambda x: x + 1, 41) == 42
+        cluster.scale(2)
+        await wait_until(lambda: len(cluster.scheduler_info.get("workers", {})) == 2, 120, what="2 workers")
+        logs = await cluster.get_logs()
+        assert "Scheduler at" in logs[f"{cid}-scheduler"]
+        cluster.adapt(minimum=1, maximum=2)
+        assert cluster._adaptive is not None
+    finally:
+        await cluster.close()
+    # close() of an attached cluster lets go: the cluster still runs, the server still shows it
+    assert await runtime.read_pod(f"{cid}-scheduler") is not None
+    await wait_model(jp_fetch, cid, lambda m: m["status"] == "running", what="still running after detach")
+
+    again = await KubeCluster.from_name("Panel made", asynchronous=True, shutdown_on_close=True)
+    assert again.name == cid
+    await again.close()
+    await wait_until(lambda: no_pods(runtime, cluster_selector(cid)), 60, what="pods deleted by close()")
+    assert await runtime.read_service(cid) is None
+
+
+async def test_from_name_across_processes(username, runtime, emulated_kubernetes, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", emulated_kubernetes.kubeconfig)
+    made = run_python("""
+        import json
+        from jupyter_dask_kube import KubeCluster
+        from helpers import small_pod
+        cluster = KubeCluster(small_pod(), n_workers=1, name="py-{uuid}")
+        cluster.wait_for_workers(1, timeout=120)
+        assert cluster.shutdown_on_close is True
+        cluster.shutdown_on_close = False  # leave it running when this kernel goes
+        print(json.dumps({"name": cluster.name, "address": cluster.scheduler_address}))
+    """)
+    name = made["name"]
+    assert name.startswith("py-")
+    assert await runtime.read_pod(f"{name}-scheduler") is not None  # the first process is gone, the cluster stays
+
+    seen = run_python(f"""
+        import json
+        from distributed import Client
+        from jupyter_dask_kube import KubeCluster, list_clusters
+        names = [c["name"] for c in list_clusters()]
+        cluster = KubeCluster.from_name({name!r})
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=120)
+        client = Client(cluster)
+        total = client.submit(sum, [1, 2, 3]).result()
+        client.close()
+        logs = cluster.get_logs()
+        cluster.close()
+        print(json.dumps({{"names": names, "address": cluster.scheduler_address, "total": total,
+                          "logs": sorted(logs)}}))
+    """)
+    assert seen["names"] == [name] and seen["address"] == made["address"] and seen["total"] == 6
+    assert f"{name}-scheduler" in seen["logs"] and len(seen["logs"]) == 3
+    assert len(await runtime.list_pods(cluster_selector(name))) == 3  # close() of an attached cluster keeps it
+
+    cluster = await KubeCluster.from_name(name, asynchronous=True)
+    await cluster._shutdown()
+    await wait_until(lambda: no_pods(runtime, cluster_selector(name)), 60, what="pods deleted by shutdown()")
+
+
+async def test_from_name_bad_names(username, runtime, emulated_kubernetes, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", emulated_kubernetes.kubeconfig)
+    with pytest.raises(ClusterNotFound, match="no Dask cluster named 'dask-nobody-1' .* you have none"):
+        await KubeCluster.from_name("dask-nobody-1", asynchronous=True)
+    with pytest.raises(ClusterNotFound, match="'My thing'"):
+        await KubeCluster.from_name("My thing", asynchronous=True)
+    with pytest.raises(ValueError, match="non-empty string"):
+        KubeCluster.from_name("", asynchronous=True)
+    monkeypatch.delenv("KUBECONFIG")
+    with pytest.raises(ValueError, match="no Kubernetes API is configured"):
+        KubeCluster.from_name("x", backend="local")
+    assert await runtime.list_pods(f"hub.jupyter.org/username={username}") == []  # nothing made on the way
+
+
+def panel_snippet(cluster: dict) -> str:
+    """The code the panel inserts or drops for ``cluster``: labextension/src/format.ts's clientCode, compiled
+    with the project's TypeScript and run by node."""
+    import shutil
+    import tempfile
+
+    tsc = os.path.join(ROOT, "node_modules", ".bin", "tsc")
+    if not os.path.exists(tsc) or not shutil.which("node"):
+        pytest.skip("needs node and the project's node_modules (npm ci)")
+    out = tempfile.mkdtemp(prefix="jdk-format-")
+    try:
+        subprocess.run([tsc, "--outDir", out, "--module", "commonjs", "--target", "es2019", "--skipLibCheck",
+                        os.path.join(ROOT, "labextension", "src", "format.ts")], check=True, capture_output=True,
+                       timeout=300)
+        code = f"process.stdout.write(require({os.path.join(out, 'format.js')!r}).clientCode({json.dumps(cluster)}))"
+        return subprocess.run(["node", "-e", code], check=True, capture_output=True, text=True, timeout=60).stdout
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+async def test_the_panel_snippet_attaches_by_name(jp_fetch, username, runtime):
+    """What the card drops into a notebook, run in another process: it gets the cluster object, by name."""
+    code, model = await rest_call(jp_fetch, "POST", "clusters", body={"template": "tiny", "workers": 1}, expect=201)
+    cid = model["id"]
+    model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, what="1 worker")
+    snippet = panel_snippet(model)
+    assert snippet.startswith("from jupyter_dask_kube import KubeCluster\n") and f'from_name("{cid}")' in snippet
+    assert 'Client("tcp://' in panel_snippet({**model, "backend": "local"})  # local clusters: by address
+    seen = await asyncio.to_thread(run_python, snippet + textwrap.dedent("""
+        import json
+        print(json.dumps({"name": cluster.name, "address": cluster.scheduler_address,
+                          "sum": client.submit(sum, [1, 2]).result(), "attached": not cluster.shutdown_on_close}))
+        client.close()
+        cluster.close()
+    """))
+    assert seen == {"name": cid, "address": model["scheduler_address"], "sum": 3, "attached": True}
+    await wait_model(jp_fetch, cid, lambda m: m["status"] == "running", what="still running after the kernel closed")
