@@ -6,6 +6,7 @@ bound in a fresh namespace. Skipped when the binaries are not built (`make kube-
 """
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -52,6 +53,14 @@ def namespace(real_control_plane, operator_crds):
 def operator(real_control_plane, namespace, tmp_path):
     with DaskOperator(real_control_plane.kubeconfig, namespace, log_path=str(tmp_path / "operator.log")) as op:
         yield op
+        # a failed test's DaskClusters go while the operator still runs (its finalizers would hold the namespace)
+        co = custom(real_control_plane)
+        for cr in co.list_namespaced_custom_object(om.GROUP, om.VERSION, namespace, om.CLUSTERS)["items"]:
+            co.delete_namespaced_custom_object(om.GROUP, om.VERSION, namespace, om.CLUSTERS, cr["metadata"]["name"])
+        deadline = time.monotonic() + 60
+        while co.list_namespaced_custom_object(om.GROUP, om.VERSION, namespace, om.CLUSTERS)["items"] \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
     print((tmp_path / "operator.log").read_text()[-5000:])
 
 
