@@ -26,7 +26,7 @@ each with a nanny (template "nanny"; LocalCluster runs a nanny per worker too).
     nannies and workers. psutil ``memory_full_info().pss``.
 
 Run: ``python benchmarks/startup.py [--runs 5] [--mem-runs 3] [--launcher lab|server-module]
-[--skip-labextension]``. Prints a table and a RATIOS line. Every process started here is stopped here.
+[--skip-labextension] [--post-delay S]``. Prints a table and a RATIOS line. Every process started here is stopped here.
 """
 from __future__ import annotations
 
@@ -117,6 +117,9 @@ def main() -> int:
     ap.add_argument("--mem-runs", type=int, default=3)
     ap.add_argument("--launcher", choices=sorted(ctw.LAUNCHERS), default="lab")
     ap.add_argument("--skip-labextension", action="store_true")
+    ap.add_argument("--post-delay", type=float, default=0.0,
+                    help="seconds between the server's first answer and the first POST (0: at once; a user's "
+                         "browser needs some seconds to load Lab before anyone can click)")
     args = ap.parse_args()
 
     def say(*a):
@@ -130,6 +133,7 @@ def main() -> int:
             srv = our_server(args.launcher, at_start)
             try:
                 start[at_start].append(srv.started_in)
+                time.sleep(args.post_delay)
                 first[at_start].append(ctw.ours_once(srv, "nanny")[0])
                 if at_start:
                     ctw.ours_once(srv, "nanny")
@@ -180,7 +184,8 @@ def main() -> int:
     print(f"{'what':<66}{'seconds / MiB':>14}")
     print(f"{'server start -> api/status 200, fork server at start':<66}{s_on:>14.2f}")
     print(f"{'server start -> api/status 200, fork server with the first pod':<66}{s_off:>14.2f}")
-    print(f"{'first cluster (POST at once) -> 4 nanny workers, fork server at start':<66}{f_on:>14.2f}")
+    when = "at once" if not args.post_delay else f"after {args.post_delay:g} s"
+    print(f"{f'first cluster (POST {when}) -> 4 nanny workers, fork server at start':<66}{f_on:>14.2f}")
     print(f"{'first cluster -> 4 nanny workers, fork server with the first pod':<66}{f_off:>14.2f}")
     print(f"{'warm cluster (3rd on the same server) -> 4 nanny workers':<66}{w:>14.2f}")
     for k, label in (("ours", "ours: PSS of a 4-worker cluster (+ fork server)"),
