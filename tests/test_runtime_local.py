@@ -159,7 +159,8 @@ async def test_dask_cluster_pods_and_service(rt):
     # deleting the scheduler garbage-collects its workers and the service
     all_pids = [q.pid for n in rt.runner.names() for pid in rt.runner.pids(n) for q in tree(pid)]
     assert await rt.delete_pod("c1-scheduler", grace_period_seconds=5)
-    await wait_until(lambda: not rt._pods and not rt._services, 30, what="garbage collection")
+    await wait_until(lambda: not rt.store.table("pods") and not rt.store.table("services"), 30,
+                     what="garbage collection")
     await wait_until(lambda: not alive(all_pids), 15, what="processes gone")
 
 
@@ -350,7 +351,7 @@ async def test_watch_order_and_delete_kills_tree(rt):
     assert all(e[0] == "MODIFIED" for e in mine[1:-1]) and any(e[2] == "Running" for e in mine)
     assert not any(e[1] == "other" for e in events)
     await second.aclose()
-    await wait_until(lambda: not rt._watchers, 5, what="watchers unsubscribed")
+    await wait_until(lambda: not any(rt.store.watchers.values()), 5, what="watchers unsubscribed")
 
     # resuming from a resourceVersion replays what came after it
     resumed = rt.watch_pods("w=1", resource_version=events[-1][3])  # after tree's DELETED
@@ -378,12 +379,13 @@ async def test_owner_reference_gc_and_close_leaves_nothing():
         for n in ("owner", "dep-0", "dep-1", "free"):
             await phase(runtime, n, "Running")
         assert await runtime.delete_pod("owner", grace_period_seconds=1)
-        await wait_until(lambda: set(runtime._pods) == {"free"} and not runtime._services, 15, what="GC")
+        await wait_until(lambda: {n for _, n in runtime.store.table("pods")} == {"free"}
+                         and not runtime.store.table("services"), 15, what="GC")
         # a dependent whose owner is gone is collected too
         late = pod("late", command=sleeper)
         late["metadata"]["ownerReferences"] = ref
         await runtime.create_pod(late)
-        await wait_until(lambda: "late" not in runtime._pods, 15, what="orphan GC")
+        await wait_until(lambda: runtime.store.get("pods", "default", "late") is None, 15, what="orphan GC")
 
         await runtime.create_service({"metadata": {"name": "svc"}, "spec": {"selector": {"x": "y"},
                                                                              "ports": [{"port": 8786}]}})

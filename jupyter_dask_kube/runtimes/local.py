@@ -7,18 +7,14 @@ own ``clusterIP`` (see :mod:`.loopback`). Objects are Kubernetes JSON dicts, as 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import copy
-import itertools
 import logging
-import random
 import re
-import string
-import uuid
 from collections.abc import AsyncIterator
 
 from . import loopback
+from ..objectstore import Gone, ObjectStore
 from ..selectors import SelectorError, label_matcher
 from .base import PodRuntime, RuntimeAPIError, WatchEvent
 from .localpod import LocalPodRunner, now
@@ -32,14 +28,11 @@ _HISTORY = 2000  # events kept for watches resuming from a resourceVersion
 
 
 def _matcher(label_selector: str):
+    """The labels predicate of a selector string; a malformed one is the API's 400."""
     try:
         return label_matcher(label_selector)
     except SelectorError as e:
         raise RuntimeAPIError(400, "BadRequest", str(e)) from None
-
-
-def _suffix(n: int = 5) -> str:
-    return "".join(random.choices(string.ascii_lowercase + string.digits, k=n))
 
 
 class LocalRuntime(PodRuntime):
@@ -51,30 +44,23 @@ class LocalRuntime(PodRuntime):
         super().__init__(namespace or "default")
         self.runner = runner or LocalPodRunner(**runner_kwargs)
         self.runner.on_status = self._on_status
-        self._pods: dict[str, dict] = {}
-        self._services: dict[str, dict] = {}
+        #: pods and services (keyed by (plural, namespace, name)), their resourceVersions, watch history, owners
+        self.store = ObjectStore(_HISTORY, snapshot=True)  # snapshot: stored objects change in place here
         self._proxies: dict[str, loopback.ServiceProxy] = {}
         self._run_tasks: dict[str, asyncio.Task] = {}
         self._deleting: dict[tuple[str, str], asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
-        self._watchers: list[tuple[dict, asyncio.Queue]] = []
-        self._history: collections.deque = collections.deque(maxlen=_HISTORY)
-        self._rv = itertools.count(1)
-        self._last_rv = 0
         self._closed = False
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _next_rv(self) -> str:
-        self._last_rv = next(self._rv)
-        return str(self._last_rv)
+    def _get(self, plural: str, name: str) -> dict | None:
+        return self.store.get(plural, self.namespace, name)
 
-    def _emit(self, type_: str, obj: dict) -> None:
-        rv = int(obj["metadata"]["resourceVersion"])
-        self._history.append((rv, type_, copy.deepcopy(obj)))
-        labels = obj["metadata"].get("labels")
-        for matches, queue in list(self._watchers):
-            if matches(labels):
-                queue.put_nowait(WatchEvent(type_, copy.deepcopy(obj)))
+    def _select(self, plural: str, label_selector: str = "") -> list[dict]:
+        try:
+            return self.store.select(plural, self.namespace, labels=label_selector)
+        except SelectorError as e:
+            raise RuntimeAPIError(400, "BadRequest", str(e)) from None
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -82,7 +68,8 @@ class LocalRuntime(PodRuntime):
         task.add_done_callback(self._background.discard)
         return task
 
-    def _new_meta(self, kind: str, manifest: dict, store: dict) -> dict:
+    def _new_meta(self, kind: str, manifest: dict) -> dict:
+        """A copy of ``manifest`` with its name (generateName) and namespace checked, ready for the store."""
         if self._closed:
             raise RuntimeAPIError(503, "ServiceUnavailable", "the local runtime is closed")
         if not isinstance(manifest, dict):
@@ -92,10 +79,7 @@ class LocalRuntime(PodRuntime):
         obj["metadata"] = meta
         name = meta.get("name")
         if not name and meta.get("generateName"):
-            for _ in range(20):
-                name = meta["generateName"] + _suffix()
-                if name not in store:
-                    break
+            name = self.store.generate_name(kind, self.namespace, meta["generateName"])
         if not name:
             raise RuntimeAPIError(422, "Invalid", f"{kind} is invalid: metadata.name: Required value: "
                                                   "name or generateName is required")
@@ -103,38 +87,32 @@ class LocalRuntime(PodRuntime):
             raise RuntimeAPIError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.name: Invalid value: '
                                                   f'"{name}": a lowercase RFC 1123 subdomain must consist of '
                                                   "lower case alphanumeric characters, '-' or '.'")
-        if name in store:
+        if self._get(kind, name) is not None:
             raise RuntimeAPIError(409, "AlreadyExists", f'{kind} "{name}" already exists')
         ns = meta.get("namespace")
         if ns and ns != self.namespace:
             raise RuntimeAPIError(400, "BadRequest", "the namespace of the provided object does not match "
                                                      "the namespace sent on the request")
-        meta.update(name=name, namespace=self.namespace, uid=str(uuid.uuid4()),
-                    resourceVersion=self._next_rv(), creationTimestamp=now())
+        meta.update(name=name, namespace=self.namespace)
         return obj
 
     def _owner_missing(self, obj: dict) -> bool:
         """True when an owner this runtime would store (Pod, Service) does not exist (GC'd at once)."""
-        refs = [r for r in obj["metadata"].get("ownerReferences") or [] if r.get("kind") in ("Pod", "Service")]
-        if not refs:
-            return False
-        uids = {o["metadata"]["uid"] for o in itertools.chain(self._pods.values(), self._services.values())}
-        return all(r.get("uid") not in uids for r in refs)
+        return self.store.owners_gone(obj, ("Pod", "Service"))
 
     def _collect_garbage(self, owner_uid: str) -> None:
-        """Delete, in the background, every pod and service owned by ``owner_uid``."""
-        def owned(obj):
-            return any(r.get("uid") == owner_uid for r in obj["metadata"].get("ownerReferences") or [])
-        for name, obj in list(self._pods.items()):
-            if owned(obj):
+        """Delete every object owned by ``owner_uid`` (pods and services in the background)."""
+        for plural, _, name in self.store.pop_dependents(owner_uid):
+            if plural == "pods":
                 self._spawn(self.delete_pod(name))
-        for name, obj in list(self._services.items()):
-            if owned(obj):
+            elif plural == "services":
                 self._spawn(self.delete_service(name))
+            elif (obj := self._get(plural, name)) is not None:  # anything else stored here: no process to stop
+                self.store.remove(plural, obj)
 
     # -- pods ------------------------------------------------------------------------------------
     async def create_pod(self, manifest: dict) -> dict:
-        pod = self._new_meta("pods", manifest, self._pods)
+        pod = self._new_meta("pods", manifest)
         pod.setdefault("apiVersion", "v1")
         pod["kind"] = "Pod"
         spec = pod.setdefault("spec", {})
@@ -145,8 +123,7 @@ class LocalRuntime(PodRuntime):
         spec.setdefault("nodeName", "localhost")
         pod["status"] = {"phase": "Pending"}
         name = pod["metadata"]["name"]
-        self._pods[name] = pod
-        self._emit("ADDED", pod)
+        self.store.add("pods", pod)
         self._run_tasks[name] = self._spawn(self._run(pod))
         if self._owner_missing(pod):
             self._spawn(self.delete_pod(name))
@@ -161,23 +138,21 @@ class LocalRuntime(PodRuntime):
                                                       "reason": "StartError", "message": str(e)})
 
     def _on_status(self, name: str, status: dict) -> None:
-        pod = self._pods.get(name)
+        pod = self._get("pods", name)
         if pod is None or self._closed:
             return
         pod["status"] = copy.deepcopy(status)
-        pod["metadata"]["resourceVersion"] = self._next_rv()
-        self._emit("MODIFIED", pod)
+        self.store.commit("pods", pod)
 
     async def read_pod(self, name: str) -> dict | None:
-        pod = self._pods.get(name)
+        pod = self._get("pods", name)
         return copy.deepcopy(pod) if pod is not None else None
 
     async def list_pods(self, label_selector: str = "") -> list[dict]:
-        matches = _matcher(label_selector)
-        return [copy.deepcopy(p) for p in self._pods.values() if matches(p["metadata"].get("labels"))]
+        return [copy.deepcopy(p) for p in self._select("pods", label_selector)]
 
     async def annotate_pod(self, name: str, annotations: dict[str, str | None]) -> None:
-        pod = self._pods.get(name)
+        pod = self._get("pods", name)
         if pod is None:
             raise RuntimeAPIError(404, "NotFound", f'pods "{name}" not found')
         current = pod["metadata"].setdefault("annotations", {})
@@ -186,11 +161,10 @@ class LocalRuntime(PodRuntime):
                 current.pop(key, None)
             else:
                 current[key] = str(value)
-        pod["metadata"]["resourceVersion"] = self._next_rv()
-        self._emit("MODIFIED", pod)
+        self.store.commit("pods", pod)
 
     async def delete_pod(self, name: str, grace_period_seconds: int | None = None) -> bool:
-        if name not in self._pods:
+        if self._get("pods", name) is None:
             return False
         key = ("pod", name)
         task = self._deleting.get(key)
@@ -201,27 +175,27 @@ class LocalRuntime(PodRuntime):
 
     async def _delete_pod(self, name: str, grace: int | None) -> None:
         try:
-            pod = self._pods[name]
+            pod = self._get("pods", name)
+            if pod is None:  # the runtime was closed meanwhile
+                return
             if grace is None:
                 grace = pod.get("spec", {}).get("terminationGracePeriodSeconds", 30)
             pod["metadata"]["deletionTimestamp"] = now()
             pod["metadata"]["deletionGracePeriodSeconds"] = grace
-            pod["metadata"]["resourceVersion"] = self._next_rv()
-            self._emit("MODIFIED", pod)
+            self.store.commit("pods", pod)
             run = self._run_tasks.pop(name, None)
             if run is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(run)
             await self.runner.stop(name, grace_period=min(float(grace), 30.0))
-            pod = self._pods.pop(name)
-            pod["metadata"]["resourceVersion"] = self._next_rv()
-            self._emit("DELETED", pod)
-            self._collect_garbage(pod["metadata"]["uid"])
+            pod = self._get("pods", name)
+            if pod is not None and self.store.remove("pods", pod) is not None:
+                self._collect_garbage(pod["metadata"]["uid"])
         finally:
             self._deleting.pop(("pod", name), None)
 
     async def pod_logs(self, name: str, container: str | None = None, tail_lines: int | None = None) -> str:
-        if name not in self._pods:
+        if self._get("pods", name) is None:
             raise RuntimeAPIError(404, "NotFound", f'pods "{name}" not found')
         try:
             return self.runner.logs(name, container, tail_lines)
@@ -232,36 +206,34 @@ class LocalRuntime(PodRuntime):
         return self._watch(_matcher(label_selector), resource_version)
 
     async def _watch(self, matches, resource_version: str | None) -> AsyncIterator[WatchEvent]:
-        queue: asyncio.Queue = asyncio.Queue()
         if resource_version in (None, "", "0"):
-            backlog = [WatchEvent("ADDED", copy.deepcopy(p)) for p in self._pods.values()
+            backlog = [WatchEvent("ADDED", copy.deepcopy(p)) for p in self._select("pods")
                        if matches(p["metadata"].get("labels"))]
         else:
-            rv = int(resource_version)
-            if rv < self._last_rv and (not self._history or self._history[0][0] > rv + 1):
-                raise RuntimeAPIError(410, "Expired", f"too old resource version: {rv} ({self._last_rv})")
-            backlog = [WatchEvent(t, copy.deepcopy(o)) for r, t, o in self._history
-                       if r > rv and o.get("kind") == "Pod" and matches(o["metadata"].get("labels"))]
-        watcher = (matches, queue)
-        self._watchers.append(watcher)
+            try:
+                events = self.store.events_since("pods", int(resource_version))
+            except Gone as e:
+                raise RuntimeAPIError(410, "Expired", str(e)) from None
+            backlog = [WatchEvent(ev.type, copy.deepcopy(ev.obj)) for ev in events
+                       if matches(ev.obj["metadata"].get("labels"))]
+        watcher = self.store.subscribe("pods")
         try:
             for event in backlog:
                 yield event
             if resource_version in (None, "", "0"):
                 yield WatchEvent("SYNCED", {})
             while True:
-                event = await queue.get()
-                if event is None:
+                ev = await watcher.queue.get()
+                if ev is None:
                     return
-                if event.object.get("kind") == "Pod":
-                    yield event
+                if matches(ev.obj["metadata"].get("labels")):
+                    yield WatchEvent(ev.type, copy.deepcopy(ev.obj))
         finally:
-            with contextlib.suppress(ValueError):
-                self._watchers.remove(watcher)
+            self.store.unsubscribe("pods", watcher)
 
     # -- services --------------------------------------------------------------------------------
     async def create_service(self, manifest: dict) -> dict:
-        svc = self._new_meta("services", manifest, self._services)
+        svc = self._new_meta("services", manifest)
         svc.setdefault("apiVersion", "v1")
         svc["kind"] = "Service"
         spec = svc.setdefault("spec", {})
@@ -280,7 +252,7 @@ class LocalRuntime(PodRuntime):
             except BaseException:
                 loopback.release_address(ip)
                 raise
-            if name in self._services:  # lost a race with a concurrent create
+            if self._get("services", name) is not None:  # lost a race with a concurrent create
                 await proxy.close()
                 loopback.release_address(ip)
                 raise RuntimeAPIError(409, "AlreadyExists", f'services "{name}" already exists')
@@ -288,25 +260,24 @@ class LocalRuntime(PodRuntime):
             spec["clusterIP"] = ip
             spec["clusterIPs"] = [ip]
         svc["status"] = {"loadBalancer": {}}
-        self._services[name] = svc
+        self.store.add("services", svc)
         if self._owner_missing(svc):
             self._spawn(self.delete_service(name))
         return copy.deepcopy(svc)
 
     def _resolve(self, service: str, target) -> tuple[str, int] | None:
-        return loopback.pick_endpoint(self._services.get(service), self._pods.values(), target)
+        return loopback.pick_endpoint(self._get("services", service), self.store.table("pods").values(), target)
 
     async def read_service(self, name: str) -> dict | None:
-        svc = self._services.get(name)
+        svc = self._get("services", name)
         return copy.deepcopy(svc) if svc is not None else None
 
     async def list_services(self, label_selector: str = "") -> list[dict]:
-        matches = _matcher(label_selector)
-        return [copy.deepcopy(s) for s in self._services.values() if matches(s["metadata"].get("labels"))]
+        return [copy.deepcopy(s) for s in self._select("services", label_selector)]
 
     async def delete_service(self, name: str) -> bool:
-        svc = self._services.pop(name, None)
-        if svc is None:
+        svc = self._get("services", name)
+        if svc is None or self.store.remove("services", svc) is None:
             return False
         proxy = self._proxies.pop(name, None)
         if proxy is not None:
@@ -331,7 +302,5 @@ class LocalRuntime(PodRuntime):
         pending = [t for t in self._background if t is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending, timeout=10)
-        self._pods.clear()
-        self._services.clear()
-        for _, queue in self._watchers:
-            queue.put_nowait(None)
+        self.store.clear()
+        self.store.close_watches()

@@ -13,8 +13,9 @@ creationTimestamp, kind/apiVersion, 201/409/404/422 Status answers with Kubernet
 label and field selectors on list/watch/deletecollection, watch resume and 410 Gone, timeoutSeconds,
 graceful pod deletion with a kubelet, ownerReference garbage collection, merge / strategic-merge / JSON patch,
 PUT, pods/status, pods/log, Service clusterIP allocation, and fault injection (:class:`EmulatorFaults`).
-The store is a dict per resource keyed by (namespace, name): O(1) reads and writes, one JSON encoding per
-watch event shared by all watchers, no per-version history kept beyond a bounded watch-event window.
+Objects, resourceVersions, watch history and the owner index live in :class:`..objectstore.ObjectStore` (shared
+with the local runtime): O(1) reads and writes, one JSON encoding per watch event shared by all watchers, no
+per-version history kept beyond a bounded watch-event window.
 Beside this module: ``routes`` (resources, paths), ``validation``, ``patching``, ``apierrors``, ``faults``.
 Pods are bound, run and finished by a node agent (``nodeagent``) that reaches this server over HTTP only.
 """
@@ -27,7 +28,6 @@ import random
 import re
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +35,7 @@ import aiohttp.web
 import attrs
 import kmock
 
+from ..objectstore import Gone, ObjectStore, Watcher
 from ..quantities import parse_quantity
 from ..selectors import SelectorError, parse_field_selector, parse_label_selector
 from .apierrors import ApiError, already_exists, bad_request, conflict, forbidden, invalid, not_found
@@ -42,8 +43,8 @@ from .faults import NO_FAULTS_HEADER, EmulatorFaults
 from .kubeapi import NODE_AGENT_USER_AGENT
 from .kubeletserver import CONTROL_HEADER
 from .patching import json_merge_patch, json_patch, strategic_merge_patch
-from .routes import BUILTIN_RESOURCES, Event, Res, Route, _Watcher, route
-from .validation import GENERATE_CHARS, check_labels, now_iso, validate
+from .routes import BUILTIN_RESOURCES, Event, Res, Route, route
+from .validation import check_labels, now_iso, validate
 from .wire import dumps, loads
 
 log = logging.getLogger("jupyter_dask_kube.testing")
@@ -70,13 +71,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     faults: EmulatorFaults = attrs.field(factory=EmulatorFaults)
     allocate_ip: Callable[[], str] | None = None
 
-    _db: dict = attrs.field(factory=lambda: collections.defaultdict(dict), init=False)
-    _rv: int = attrs.field(default=0, init=False)
-    _history: dict = attrs.field(factory=dict, init=False)
-    _compacted: dict = attrs.field(factory=lambda: collections.defaultdict(int), init=False)
-    _watchers: dict = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
-    _owners: dict = attrs.field(factory=lambda: collections.defaultdict(set), init=False)
-    _hooks: list = attrs.field(factory=list, init=False)
+    store: ObjectStore = attrs.field(init=False)
     #: the node agent's control token, for the evict/oomkill fault hooks on its kubelet port
     node_agent_token: str | None = attrs.field(default=None)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
@@ -84,6 +79,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self.store = ObjectStore(self.watch_history, event_class=Event, rng=self._rng)
         for res in BUILTIN_RESOURCES.values():
             self.resources[f"{res.api_version}/{res.plural}" if res.group else f"v1/{res.plural}"] = \
                 kmock.ResourceInfo(namespaced=res.namespaced, kind=res.kind, singular=res.kind.lower(),
@@ -111,20 +107,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
     # -- public helpers (in-process use: the kubelet and tests) --------------------------------------------
     @property
     def resource_version(self) -> int:
-        return self._rv
+        return self.store.rv
 
     def add_hook(self, hook: Callable[[str, str, dict, dict | None], None]) -> None:
         """``hook(plural, event_type, obj, old)`` is called synchronously after every committed change."""
-        self._hooks.append(hook)
+        self.store.hooks.append(hook)
 
     def get(self, plural: str, namespace: str | None, name: str) -> dict | None:
-        return self._db[plural].get((namespace, name))
+        return self.store.get(plural, namespace, name)
 
     def list(self, plural: str, namespace: str | None = None) -> list[dict]:
-        objs = self._db[plural]
-        if namespace is None:
-            return list(objs.values())
-        return [o for (ns, _), o in objs.items() if ns == namespace]
+        return self.store.select(plural, namespace)
 
     def insert(self, plural: str, obj: dict, namespace: str | None = None) -> dict:
         """Create an object as the API would (generateName, uid, ...); raises ApiError."""
@@ -136,7 +129,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     def update(self, plural: str, namespace: str | None, name: str, mutate: Callable[[dict], Any],
                *, copy: bool = True) -> dict | None:
         """Apply ``mutate(obj)`` to a copy of the stored object and commit it (MODIFIED); None when gone."""
-        old = self._db[plural].get((namespace, name))
+        old = self.store.get(plural, namespace, name)
         if old is None:
             return None
         new = loads(dumps(old)) if copy else old
@@ -146,7 +139,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def remove(self, plural: str, namespace: str | None, name: str) -> dict | None:
         """Remove at once (DELETED), then garbage-collect dependents. None when gone."""
-        obj = self._db[plural].get((namespace, name))
+        obj = self.store.get(plural, namespace, name)
         if obj is None:
             return None
         if obj["metadata"].get("finalizers"):
@@ -158,12 +151,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def compact(self) -> int:
         """Forget all watch history (like etcd compaction): resuming from an older version answers 410."""
-        for plural in list(self._history):
-            self._history[plural].clear()
-            self._compacted[plural] = self._rv
-        for plural in BUILTIN_RESOURCES:
-            self._compacted[plural[1]] = self._rv
-        return self._rv
+        return self.store.compact()
 
     def _res(self, plural: str) -> Res:
         for (g, p), r in BUILTIN_RESOURCES.items():
@@ -172,41 +160,6 @@ class KubeEmulator(kmock.KubernetesEmulator):
         raise KeyError(plural)
 
     # -- store internals ---------------------------------------------------------------------------------
-    def _next_rv(self) -> int:
-        self._rv += 1
-        return self._rv
-
-    def _publish(self, plural: str, etype: str, obj: dict, old: dict | None) -> None:
-        ev = Event(self._rv, etype, obj, old)
-        hist = self._history.get(plural)
-        if hist is None:
-            hist = self._history[plural] = collections.deque()
-        if len(hist) >= self.watch_history:
-            self._compacted[plural] = hist.popleft().rv
-        hist.append(ev)
-        for w in self._watchers.get(plural, ()):
-            w.queue.put_nowait(ev)
-        for hook in self._hooks:
-            try:
-                hook(plural, etype, obj, old)
-            except Exception:  # a broken controller must not break the API
-                log.exception("hook failed on %s %s", etype, plural)
-
-    def _index_owners(self, plural: str, obj: dict, add: bool) -> None:
-        meta = obj["metadata"]
-        for ref in meta.get("ownerReferences") or ():
-            uid = ref.get("uid")
-            if uid:
-                key = (plural, meta.get("namespace"), meta["name"])
-                if add:
-                    self._owners[uid].add(key)
-                else:
-                    s = self._owners.get(uid)
-                    if s:
-                        s.discard(key)
-                        if not s:
-                            del self._owners[uid]
-
     def _insert(self, plural: str, obj: dict, res: Res) -> dict:
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
@@ -215,52 +168,31 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if res.namespaced:
             if not ns:
                 raise bad_request("the namespace of the object is missing")
-            if (None, ns) not in self._db["namespaces"]:
+            if self.store.get("namespaces", None, ns) is None:
                 raise not_found("namespaces", ns)
         else:
             meta.pop("namespace", None)
-        table = self._db[plural]
         name = meta.get("name")
         if not name and meta.get("generateName"):
-            base = meta["generateName"][:58]
-            for _ in range(100):
-                name = base + "".join(self._rng.choice(GENERATE_CHARS) for _ in range(5))
-                if (ns, name) not in table:
-                    break
-            meta["name"] = name
+            name = meta["name"] = self.store.generate_name(plural, ns, meta["generateName"])
         validate(res, obj)
-        if (ns, name) in table:
+        if self.store.get(plural, ns, name) is not None:
             raise already_exists(plural, name, res.group)
         self._defaults(res, obj)
         meta.pop("deletionTimestamp", None)
         meta.pop("deletionGracePeriodSeconds", None)
-        meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = now_iso()
-        meta["resourceVersion"] = str(self._next_rv())
         meta.pop("selfLink", None)
         obj["kind"], obj["apiVersion"] = res.kind, res.api_version
-        table[(ns, name)] = obj
-        self._index_owners(plural, obj, True)
         self.stats["created"] += 1
-        self._publish(plural, "ADDED", obj, None)
+        self.store.add(plural, obj)
         return obj
 
     def _commit_update(self, plural: str, old: dict, new: dict) -> dict:
         meta = new["metadata"]
-        key = (old["metadata"].get("namespace"), old["metadata"]["name"])
-        # identity fields are immutable
-        for field in ("name", "namespace", "uid", "creationTimestamp", "generateName"):
-            if field in old["metadata"]:
-                meta[field] = old["metadata"][field]
         if "deletionTimestamp" in old["metadata"]:
             meta["deletionTimestamp"] = old["metadata"]["deletionTimestamp"]
         new["kind"], new["apiVersion"] = old["kind"], old["apiVersion"]
-        meta["resourceVersion"] = str(self._next_rv())
-        self._db[plural][key] = new
-        if old["metadata"].get("ownerReferences") != meta.get("ownerReferences"):
-            self._index_owners(plural, old, False)
-            self._index_owners(plural, new, True)
-        self._publish(plural, "MODIFIED", new, old)
+        self.store.commit(plural, new, old)  # identity fields are immutable: the store keeps old's
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._held_by_kubelet(plural, new):
             self._remove(plural, new)
         return new
@@ -272,25 +204,20 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def _remove(self, plural: str, obj: dict, propagation: str = "Background") -> dict:
         meta = obj["metadata"]
-        key = (meta.get("namespace"), meta["name"])
-        if self._db[plural].get(key) is not obj:
+        gone = self.store.remove(plural, obj)
+        if gone is None:  # not the stored version (already removed or replaced)
             return obj
-        del self._db[plural][key]
-        self._index_owners(plural, obj, False)
-        self._next_rv()
-        gone = dict(obj, metadata=dict(meta, resourceVersion=str(self._rv)))
         self.stats["deleted"] += 1
-        self._publish(plural, "DELETED", gone, obj)
         if plural == "services" and self.allocate_ip is None:
             from ..runtimes.loopback import release_address
             release_address((obj.get("spec") or {}).get("clusterIP"))
         uid = meta.get("uid")
-        dependents = self._owners.pop(uid, set()) if uid else set()
+        dependents = set(self.store.pop_dependents(uid))
         if plural == "namespaces":
-            for p, table in self._db.items():
+            for p, table in self.store.tables.items():
                 dependents |= {(p, ns, n) for (ns, n) in table if ns == meta["name"]}
         for dplural, dns, dname in sorted(dependents):
-            dep = self._db[dplural].get((dns, dname))
+            dep = self.store.get(dplural, dns, dname)
             if dep is None:
                 continue
             if propagation == "Orphan":
@@ -500,7 +427,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if not res.namespaced:
             r.namespace = None
         ns = r.namespace
-        table = self._db[res.plural]
+        table = self.store.table(res.plural)
 
         if r.name is None:  # collection
             if method == "GET":
@@ -528,16 +455,16 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 return self._json(created, 201)
             if method == "DELETE":
                 opts = await self._read_json(raw, required=False) or {}
-                label_m = self._label_matcher(q)
-                field_m = self._field_matcher(q, res.plural)
                 grace = self._grace(q, opts)
-                victims = [o for (ons, _), o in list(table.items()) if (ns is None or ons == ns)
-                           and (label_m is None or label_m(o["metadata"].get("labels")))
-                           and (field_m is None or field_m(o))]
+                try:
+                    victims = self.store.select(res.plural, ns, labels=q.get("labelSelector"),
+                                                fields=q.get("fieldSelector"))
+                except SelectorError as e:
+                    raise bad_request(str(e))
                 items = [self._delete_object(res.plural, o, grace, opts.get("propagationPolicy") or q.get("propagationPolicy"))
                          for o in victims]
                 return self._json({"kind": f"{res.kind}List", "apiVersion": res.api_version,
-                                   "metadata": {"resourceVersion": str(self._rv)}, "items": items})
+                                   "metadata": {"resourceVersion": str(self.store.rv)}, "items": items})
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
         key = (ns, r.name)
@@ -595,7 +522,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         limit = self.faults.quota.get("pods")
         if limit is None:
             return
-        used = sum(1 for (ons, _), p in self._db["pods"].items()
+        used = sum(1 for (ons, _), p in self.store.table("pods").items()
                    if ons == ns and p.get("status", {}).get("phase") not in ("Succeeded", "Failed"))
         if used + 1 > limit:
             raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: exceeded quota: compute, requested: '
@@ -663,25 +590,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise bad_request(str(e))
 
     def _matching(self, res: Res, ns: str | None, q) -> list[dict]:
-        label_m = self._label_matcher(q)
-        field_m = self._field_matcher(q, res.plural)
-        table = self._db[res.plural]
-        out = []
-        for (ons, _), o in table.items():
-            if ns is not None and ons != ns:
-                continue
-            if label_m is not None and not label_m(o["metadata"].get("labels")):
-                continue
-            if field_m is not None and not field_m(o):
-                continue
-            out.append(o)
+        try:
+            out = self.store.select(res.plural, ns, labels=q.get("labelSelector"), fields=q.get("fieldSelector"))
+        except SelectorError as e:
+            raise bad_request(str(e))
         out.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
         return out
 
     def _list_body(self, res: Res, ns: str | None, q) -> dict:
         items = self._matching(res, ns, q)
         limit = q.get("limit")
-        meta: dict = {"resourceVersion": str(self._rv)}
+        meta: dict = {"resourceVersion": str(self.store.rv)}
         cont = q.get("continue")
         if cont:
             try:
@@ -752,7 +671,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             await resp.write_eof()
             return resp
         rv_param = q.get("resourceVersion")
-        watcher = _Watcher(ns, r.name)
+        watcher = Watcher()
         backlog: list[bytes] = []
         # Register before reading state: nothing happens between (no await), so no event is lost or doubled.
         if rv_param and rv_param != "0":
@@ -762,26 +681,26 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 raise bad_request(f"invalid resource version: {rv_param}")
             if not raw.get("jdk_node_agent"):
                 self.stats["watches_resumed"] += 1
-            if since < self._compacted[res.plural]:
+            try:
+                events = self.store.events_since(res.plural, since)
+            except Gone as gone:
                 if not raw.get("jdk_node_agent"):
                     self.stats["watches_gone_410"] += 1
                 error = {"type": "ERROR", "object": {
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": f"too old resource version: {since} ({self._compacted[res.plural] + 1})",
-                    "reason": "Expired", "code": 410}}
+                    "message": str(gone), "reason": "Expired", "code": 410}}
                 await resp.write(dumps(error) + b"\n")
                 await resp.write_eof()
                 return resp
-            for ev in self._history.get(res.plural, ()):
-                if ev.rv > since:
-                    line = translate(ev)
-                    if line:
-                        backlog.append(line)
+            for ev in events:
+                line = translate(ev)
+                if line:
+                    backlog.append(line)
         else:
             for o in self._matching(res, ns, q):
                 if field_m is None or field_m(o):
                     backlog.append(b'{"type":"ADDED","object":' + dumps(o) + b"}\n")
-        self._watchers[res.plural].add(watcher)
+        self.store.subscribe(res.plural, watcher)
         self.stats["node_agent_watches" if raw.get("jdk_node_agent") else "watches"] += 1
         try:
             if backlog:
@@ -819,7 +738,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
-            self._watchers[res.plural].discard(watcher)
+            self.store.unsubscribe(res.plural, watcher)
         return resp
 
     # -- pods/binding (what a scheduler posts) ------------------------------------------------------------
@@ -928,7 +847,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     # -- private control endpoints ---------------------------------------------------------------------------
     async def _serve_private(self, raw: aiohttp.web.BaseRequest, what: str) -> aiohttp.web.Response:
         if what == "healthz":
-            return self._json({"ok": True, "resourceVersion": self._rv})
+            return self._json({"ok": True, "resourceVersion": self.store.rv})
         if what == "faults":
             if raw.method in ("POST", "PUT"):
                 try:
@@ -950,7 +869,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if what == "compact" and raw.method == "POST":
             return self._json({"compacted": self.compact()})
         if what == "stats":
-            return self._json({**self.stats, "resourceVersion": self._rv,
-                               "objects": {p: len(t) for p, t in self._db.items()},
-                               "watchers": {p: len(w) for p, w in self._watchers.items()}})
+            return self._json({**self.stats, "resourceVersion": self.store.rv,
+                               "objects": {p: len(t) for p, t in self.store.tables.items()},
+                               "watchers": {p: len(w) for p, w in self.store.watchers.items()}})
         raise ApiError(404, "NotFound", f"unknown emulator endpoint {what!r}")

@@ -1,10 +1,10 @@
 """The built-in resources the emulator serves itself, and how a request path maps onto them."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 
+from .. import objectstore
 from .wire import dumps
 
 __all__ = ["BUILTIN_RESOURCES", "Event", "Res", "Route", "route"]
@@ -42,13 +42,14 @@ BUILTIN_RESOURCES: dict[tuple[str, str], Res] = {
 }
 
 
-class Event:
+class Event(objectstore.Event):
     """One committed change; its JSON line is encoded once and shared by every watcher."""
 
-    __slots__ = ("rv", "type", "obj", "old", "_line")
+    __slots__ = ("_line",)
 
     def __init__(self, rv: int, type: str, obj: dict, old: dict | None):
-        self.rv, self.type, self.obj, self.old, self._line = rv, type, obj, old, None
+        super().__init__(rv, type, obj, old)
+        self._line = None
 
     def line(self, type: str | None = None) -> bytes:
         if type is None or type == self.type:
@@ -56,14 +57,6 @@ class Event:
                 self._line = b'{"type":"' + self.type.encode() + b'","object":' + dumps(self.obj) + b"}\n"
             return self._line
         return b'{"type":"' + type.encode() + b'","object":' + dumps(self.obj) + b"}\n"
-
-
-class _Watcher:
-    __slots__ = ("namespace", "queue", "name")
-
-    def __init__(self, namespace, name):
-        self.namespace, self.name = namespace, name
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
 
 _PATH_RE = re.compile(r"^/(?:api/(?P<cv>v1)|apis/(?P<g>[^/]+)/(?P<v>[^/]+))(?P<rest>(?:/.*)?)$")

@@ -1,10 +1,10 @@
 """What the emulated API server validates on create and update, in the API server's words."""
 from __future__ import annotations
 
-import datetime
 import re
 from typing import Any
 
+from ..objectstore import GENERATE_CHARS, now_iso
 from ..quantities import parse_quantity
 from .apierrors import invalid
 from .routes import Res
@@ -25,7 +25,6 @@ LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric
 DNS1035_MSG = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
                "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
                "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
-GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
 
 def check_labels(labels: Any, causes: list) -> None:
@@ -47,10 +46,6 @@ def check_labels(labels: Any, causes: list) -> None:
                            "alphanumeric characters, '-', '_' or '.', and must start and end with an "
                            "alphanumeric character" + (" (must be no more than 63 characters)"
                                                        if isinstance(value, str) and len(value) > 63 else "")))
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def validate(res: Res, obj: dict) -> None:
