@@ -31,6 +31,8 @@ MAX_CLUSTER_NAME_LENGTH = 50
 #: Length of a DNS-1123 label and of a label value.
 MAX_LABEL_LENGTH = 63
 DEFAULT_NAME_TEMPLATE = "dask-{JUPYTERHUB_USER}-{uuid}"
+#: What dask-kubernetes (operator) sets as kubernetes.name in dask config when it is imported.
+DASK_KUBERNETES_DEFAULT_NAME = "dask-{user}-{uuid}"
 
 HASH_LENGTH = 8
 #: Shortest max_length that still leaves room for "x-" + the hash.
@@ -163,11 +165,12 @@ def format_cluster_name(
     name it is slugged with the uuid kept at its end.
     """
     if template is None:
-        template = (
-            dask.config.get("kubernetes.name", None)
-            or dask.config.get("kubernetes.worker-name", None)
-            or DEFAULT_NAME_TEMPLATE
-        )
+        # The classic alias wins when set, but not with dask-kubernetes' own default for it: importing
+        # dask-kubernetes puts that into dask config, and it must not override an admin's worker-name.
+        alias = dask.config.get("kubernetes.name", None)
+        if alias == DASK_KUBERNETES_DEFAULT_NAME:
+            alias = None
+        template = alias or dask.config.get("kubernetes.worker-name", None) or DEFAULT_NAME_TEMPLATE
     if not isinstance(template, str) or not template.strip():
         raise ValueError(f"cluster name template must be a non-empty string, not {template!r}")
     env = os.environ if env is None else env

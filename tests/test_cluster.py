@@ -198,7 +198,7 @@ async def test_name_template_with_env(make_runtime, monkeypatch):
     with dask.config.set({"kubernetes.worker-name": "dask-{TEAM}-{JUPYTERHUB_USER}-{uuid}"}):
         cluster = KubeCluster(small_pod(), runtime=rt, asynchronous=True)
     try:
-        assert cluster.name.startswith("dask-geo")
+        assert cluster.name.startswith("dask-geo"), cluster.name
         assert "tester" in cluster.name and len(cluster.name) <= 50
         await cluster
         sched = await rt.read_pod(f"{cluster.name}-scheduler")
