@@ -147,8 +147,10 @@ class WorkerPod(ProcessInterface):
         await super().start()  # SpecCluster expects a started object; a forgotten one is closed next
 
     async def close(self):
+        # Reached when a worker is retired (scale down) or the whole cluster is deleted, never when the cluster
+        # is only let go (_close skips SpecCluster's close then): a retired worker's pod always goes.
         c = self._cluster()
-        if c is not None and c._delete_on_close:
+        if c is not None:
             c._closing_workers.add(self.name)
             with suppress(Exception):
                 await c.runtime.delete_pod(self.name, grace_period_seconds=1)
