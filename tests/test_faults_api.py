@@ -151,6 +151,10 @@ async def test_cluster_lifecycle_under_api_faults(emu, retry_counter):
         await cluster
         await wait_view_matches_api(cluster, check, workers=0)
         times["create"] = time.monotonic() - t
+        # The lifecycle can now finish within one watch connection's life: wait for a real cut, so the steps
+        # below run on the resumed watch.
+        await wait_until(lambda: emu.stats()["watches_dropped"] > before.get("watches_dropped", 0),
+                         30, interval=0.1, what="the emulator to cut the pod watch")
 
         t = time.monotonic()
         cluster.scale(3)
