@@ -203,9 +203,11 @@ def kubecluster_env(real_control_plane, namespace, monkeypatch):
     monkeypatch.setattr(Api, "async_api_resources_uncached", Api.async_api_resources_uncached)
     patch_discovery()
     monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
-    core = client.CoreV1Api(real_control_plane.api_client())
-    install_resolver(lambda: [core.api_client.sanitize_for_serialization(s)
-                              for s in core.list_namespaced_service(namespace).items])
+    with real_control_plane.api_client() as api_client:
+        core = client.CoreV1Api(api_client)
+        install_resolver(lambda: [api_client.sanitize_for_serialization(s)
+                                  for s in core.list_namespaced_service(namespace).items])
+        yield
 
 
 @pytest.mark.timeout(1200)
