@@ -14,6 +14,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
+from . import advisories
 from .bodies import ApiError, parse_create, parse_json, parse_patch
 from .runtimes import RuntimeAPIError
 
@@ -127,7 +128,10 @@ class StatusHandler(DaskKubeHandler):
     @authorized
     @answers_errors
     async def get(self):
-        self._json(await self.backend.status())
+        status = await self.backend.status()
+        # running versions older than the security floor (advisories.py), for every backend
+        status["warnings"] = [*status.get("warnings", []), *advisories.status_warnings()]
+        self._json(status)
 
 
 class OpenAPIHandler(DaskKubeHandler):

@@ -186,6 +186,68 @@ async def test_foreign_daskcluster_with_the_user_label_is_listed_and_scalable(
     await wait_nothing_left(real_control_plane, namespace)
 
 
+@pytest.fixture
+def kubecluster_env(real_control_plane, namespace, monkeypatch):
+    """What dask-kubernetes' KubeCluster needs in this test process, as it has in a notebook pod on a real
+    cluster: Service names resolve (cluster DNS; without it KubeCluster port-forwards through the API server,
+    which the node agent does not serve) and kr8s' discovery has singular names (kube-apiserver < 1.27 serves
+    none for built-ins: testing/kr8s_compat.py). Both undone after the test."""
+    import socket
+
+    from kr8s._api import Api
+    from kubernetes import client
+
+    from jupyter_dask_kube.testing.clusterdns import install_resolver
+    from jupyter_dask_kube.testing.kr8s_compat import patch_discovery
+
+    monkeypatch.setattr(Api, "async_api_resources_uncached", Api.async_api_resources_uncached)
+    patch_discovery()
+    monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
+    with real_control_plane.api_client() as api_client:
+        core = client.CoreV1Api(api_client)
+        install_resolver(lambda: [api_client.sanitize_for_serialization(s)
+                                  for s in core.list_namespaced_service(namespace).items])
+        yield
+
+
+@pytest.mark.timeout(1200)
+async def test_kubecluster_from_dask_kubernetes_shows_in_the_panel(
+        jp_fetch, real_control_plane, namespace, username, operator, kubecluster_env):
+    """dask-kubernetes' own ``KubeCluster``, given a spec with the user's label (README: the ownership label),
+    run as the same user as the server: its DaskCluster is listed by the REST API, computes with a Client, and
+    is scaled and deleted from the panel."""
+    import dask.array as da
+    from dask_kubernetes.operator import KubeCluster, make_cluster_spec
+    from distributed import Client
+
+    from jupyter_dask_kube.naming import safe_label_value
+
+    name = f"kc-{uuid.uuid4().hex[:6]}"
+    spec = make_cluster_spec(name=name, n_workers=1, worker_command="dask-worker")
+    spec["metadata"]["labels"] = {"hub.jupyter.org/username": safe_label_value(username)}
+    cluster = await KubeCluster(custom_cluster_spec=spec, namespace=namespace, asynchronous=True, quiet=True,
+                                shutdown_on_close=False)
+    try:
+        code, data = await rest_call(jp_fetch, "GET", "clusters", expect=200)
+        assert [c["id"] for c in data["clusters"]] == [name], data
+        model = await wait_model(jp_fetch, name, lambda m: m["status"] == "running" and m["workers"] == 1,
+                                 timeout=300, what="the KubeCluster's DaskCluster running with 1 worker")
+        assert model["backend"] == "operator" and model["scheduler_address"].startswith("tcp://127.")
+        async with Client(cluster, asynchronous=True, timeout="60s") as client:
+            assert await client.compute(da.ones((200, 200), chunks=(50, 50)).mean()) == 1.0
+
+            await rest_call(jp_fetch, "PATCH", "clusters", name, body={"workers": 2}, expect=200)
+            await wait_model(jp_fetch, name, lambda m: m["workers"] == 2 and m["requested_workers"] == 2,
+                             timeout=300, what="2 workers, scaled from the panel")
+            await client.wait_for_workers(2, timeout=120)  # the KubeCluster's scheduler has them too
+        await rest_call(jp_fetch, "DELETE", "clusters", name, expect=204)
+        await wait_nothing_left(real_control_plane, namespace)
+        code, data = await rest_call(jp_fetch, "GET", "clusters", expect=200)
+        assert data["clusters"] == []
+    finally:
+        await cluster.close()
+
+
 @pytest.mark.timeout(1200)
 async def test_operator_not_running_gives_a_reason_and_delete_leaves_nothing(
         jp_fetch, real_control_plane, namespace, jp_serverapp):

@@ -5,6 +5,10 @@ The controller runs here, outside any cluster, so it has no cluster DNS: ``pytho
 jupyter_dask_kube.testing.daskoperator`` installs clusterdns.install_resolver (Service names -> their loopback
 clusterIPs, read from the API) before starting kopf, so the controller reaches schedulers through the Services
 as it would in a pod. Nothing listens beyond what the pods themselves bind (no kopf liveness endpoint, no peering).
+
+Two test-tier shims run in that process too: kr8s_compat.patch_discovery (kube-apiserver 1.20's discovery lacks
+the singular names kr8s looks resources up by) and daskoperator_phase (dask/dask-kubernetes#968, a race that
+leaves a DaskCluster Pending for good).
 """
 from __future__ import annotations
 
@@ -115,6 +119,9 @@ def main(argv=None) -> None:
     from kubernetes import client, config
 
     from .clusterdns import install_resolver
+    from .kr8s_compat import patch_discovery
+
+    patch_discovery()
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
     install_resolver(lambda: [api.api_client.sanitize_for_serialization(s)
@@ -128,7 +135,7 @@ def main(argv=None) -> None:
     from kopf.cli import main as kopf_main
 
     sys.argv = ["kopf", "run", "--standalone", "--namespace", args.namespace, "-m",
-                "dask_kubernetes.operator.controller"]
+                "dask_kubernetes.operator.controller", "-m", "jupyter_dask_kube.testing.daskoperator_phase"]
     kopf_main()
 
 

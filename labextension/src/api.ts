@@ -96,6 +96,8 @@ export interface Status {
   namespace: string;
   version: string;
   problems: string[];
+  /** Running package versions older than the security floor (advisories.py). */
+  warnings?: string[];
 }
 
 export interface CreateRequest {

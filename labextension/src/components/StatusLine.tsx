@@ -11,7 +11,8 @@ export interface IStatusLineProps {
 
 /**
  * Backend and namespace from GET status, and what is wrong (missing RBAC
- * verbs, no API reach, or no server extension at all).
+ * verbs, no API reach, or no server extension at all), and package versions
+ * older than the security floor.
  */
 export function StatusLine(props: IStatusLineProps): JSX.Element {
   const { status, unreachable, pollError, loaded } = props;
@@ -45,6 +46,15 @@ export function StatusLine(props: IStatusLineProps): JSX.Element {
           {status.problems.map(p => (
             <li key={p} className="dask-kube-warning">
               {p}
+            </li>
+          ))}
+        </ul>
+      ) : null}
+      {status?.warnings?.length ? (
+        <ul className="dask-kube-StatusLine-problems" aria-label="Security warnings">
+          {status.warnings.map(w => (
+            <li key={w} className="dask-kube-warning">
+              {w}
             </li>
           ))}
         </ul>
