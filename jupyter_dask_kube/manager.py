@@ -786,11 +786,12 @@ def _rbac_problems(checks, results, namespace: str) -> list[str]:
     """The preflight's words for the permissions it found missing. None at all in the namespace (a namespace per
     user that was never made, or made without its RoleBinding) is one problem that says what to make."""
     missing = [rbac.describe(r, s, v, g) for (g, r, s, v), ok in zip(checks, results) if not ok]
+    head = []
     if missing and len(missing) == len(checks):
-        return [f"no RBAC permissions in namespace {namespace}: the namespace does not exist, or it has no "
+        head = [f"no RBAC permissions in namespace {namespace}: the namespace does not exist, or it has no "
                 "RoleBinding for this server's service account; ask your hub admin to create both (README: "
                 "'A namespace per user'; Role in deploy/rbac.yaml)"]
-    return [f"missing RBAC permission: {m} in namespace {namespace}" for m in missing]
+    return head + [f"missing RBAC permission: {m} in namespace {namespace}" for m in missing]
 
 
 def _start_problem(exc: BaseException, namespace: str) -> str:
