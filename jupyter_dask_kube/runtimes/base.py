@@ -108,9 +108,8 @@ class PodRuntime(abc.ABC):
 
     # -- network policies ------------------------------------------------------------------------
     #: Whether this runtime keeps NetworkPolicies. Kubernetes: yes (the network plugin enforces them). The local
-    #: runtime: no, and it ignores them rather than store them: its pods are processes of one OS user on
-    #: loopback, where a stored policy would be a promise nothing keeps (clusters are kept apart there by other
-    #: means: per-pod loopback addresses, and the proxy's allow-list).
+    #: runtime: no, and it ignores them rather than store them: its pods are processes on loopback, which any
+    #: local process can reach, so a stored policy would be a promise nothing keeps.
     network_policies: bool = False
 
     async def create_network_policy(self, manifest: dict) -> dict:
