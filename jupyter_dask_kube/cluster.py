@@ -13,6 +13,7 @@ import inspect
 import ipaddress
 import json
 import logging
+import os
 import time
 import weakref
 from contextlib import suppress
@@ -252,7 +253,8 @@ class KubeCluster(SpecCluster):
         self.network_policy_client_selector = (
             network_policy_client_selector if network_policy_client_selector is not None
             else dask.config.get("kubernetes.network-policy-client-selector", None))
-        self.client_namespace = client_namespace
+        # The notebook pod's namespace, when it is not the cluster's (a namespace per user): the downward API's.
+        self.client_namespace = client_namespace if client_namespace is not None else os.environ.get("POD_NAMESPACE")
         self._adopt = adopt
         self._n_workers = n_workers
 

@@ -123,3 +123,18 @@ async def test_no_policy_when_turned_off(kube_target, runtime):
         assert policy_of(net, kube_target.namespace, cluster.name) is None
     finally:
         await cluster.close()
+
+
+async def test_notebook_in_another_namespace_is_selected_there(kube_target, runtime, monkeypatch):
+    """A namespace per user: the notebook pod (POD_NAMESPACE, the downward API) is not in the cluster's namespace,
+    so the policy's client peer selects its namespace by name too."""
+    monkeypatch.setenv("POD_NAMESPACE", "jhub")
+    net, _ = admin(kube_target)
+    cluster = await KubeCluster(small_pod(), runtime=runtime, username="alice", asynchronous=True)
+    try:
+        pol = policy_of(net, kube_target.namespace, cluster.name)
+        assert pol["spec"]["ingress"][1]["from"] == [{
+            "podSelector": {"matchLabels": {"component": "singleuser-server", "hub.jupyter.org/username": "alice"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}}}]
+    finally:
+        await cluster.close()
