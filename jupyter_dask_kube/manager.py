@@ -762,7 +762,10 @@ class ClusterManager:
                 checks = rbac.preflight_checks(self.network_policy and self.runtime.network_policies)
                 try:
                     results = await asyncio.gather(*(can_i(v, r, s, g) for g, r, s, v in checks))
-                    found = _rbac_problems(checks, results, self.runtime.namespace)
+                    exists = None
+                    if not any(results) and hasattr(self.runtime, "namespace_exists"):
+                        exists = await self.runtime.namespace_exists()
+                    found = _rbac_problems(checks, results, self.runtime.namespace, exists)
                 except RuntimeAPIError as exc:
                     found = [f"Kubernetes API not reachable: {exc.message or exc}"]
                 self._preflight = (now, found)
@@ -782,15 +785,18 @@ class ClusterManager:
         }
 
 
-def _rbac_problems(checks, results, namespace: str) -> list[str]:
+def _rbac_problems(checks, results, namespace: str, exists: bool | None = None) -> list[str]:
     """The preflight's words for the permissions it found missing. None at all in the namespace (a namespace per
-    user that was never made, or made without its RoleBinding) is one problem that says what to make."""
+    user that was never made, or made without its RoleBinding) leads with one problem that says what to make;
+    ``exists`` (None: unknown, the namespace may not be read) says which of the two it is."""
     missing = [rbac.describe(r, s, v, g) for (g, r, s, v), ok in zip(checks, results) if not ok]
     head = []
     if missing and len(missing) == len(checks):
-        head = [f"no RBAC permissions in namespace {namespace}: the namespace does not exist, or it has no "
-                "RoleBinding for this server's service account; ask your hub admin to create both (README: "
-                "'A namespace per user'; Role in deploy/rbac.yaml)"]
+        what = {False: f"namespace {namespace} does not exist",
+                True: f"namespace {namespace} exists but has no RoleBinding for this server's service account",
+                None: "the namespace does not exist, or it has no RoleBinding for this server's service account"}
+        head = [f"no RBAC permissions in namespace {namespace}: {what[exists]}; ask your hub admin to create "
+                "what is missing (README: 'A namespace per user'; Role in deploy/rbac.yaml)"]
     return head + [f"missing RBAC permission: {m} in namespace {namespace}" for m in missing]
 
 

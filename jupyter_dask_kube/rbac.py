@@ -41,6 +41,10 @@ CALLS: tuple[Call, ...] = (
     Call("list_namespaced_event", "list", "events",
          why="an Unschedulable pod's events: the autoscaler's NotTriggerScaleUp fails it at once (without this "
              "permission only the start timeout applies)"),
+    # Optional (not in the Role: only a ClusterRole can grant it for a namespace that does not exist yet): lets the
+    # preflight say which of "no namespace" and "no RoleBinding" it is; without it, it names both.
+    Call("read_namespace", "get", "namespaces",
+         why="the preflight, when nothing is allowed in the namespace: does it exist at all?"),
     # Every authenticated user may review its own access (ClusterRole system:basic-user): not in the Role.
     Call("create_self_subject_access_review", "create", "selfsubjectaccessreviews", group="authorization.k8s.io",
          why="the status preflight"),
@@ -48,6 +52,8 @@ CALLS: tuple[Call, ...] = (
 
 # Granted to every authenticated user by Kubernetes' default ClusterRoles, so not part of deploy/rbac.yaml.
 DEFAULT_GRANTED = frozenset({("authorization.k8s.io", "selfsubjectaccessreviews", "", "create")})
+# Used when granted, never required: not in deploy/rbac.yaml, not checked by the preflight.
+OPTIONAL = frozenset({("", "namespaces", "", "get")})
 
 
 def required_permissions(group: str = "") -> list[tuple[str, str, str]]:
@@ -55,7 +61,7 @@ def required_permissions(group: str = "") -> list[tuple[str, str, str]]:
     order, without duplicates."""
     seen: list[tuple[str, str, str]] = []
     for c in CALLS:
-        if (c.group, c.resource, c.subresource, c.verb) in DEFAULT_GRANTED or c.group != group:
+        if (c.group, c.resource, c.subresource, c.verb) in DEFAULT_GRANTED | OPTIONAL or c.group != group:
             continue
         key = (c.resource, c.subresource, c.verb)
         if key not in seen:

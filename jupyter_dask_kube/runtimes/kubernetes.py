@@ -463,6 +463,15 @@ class KubernetesRuntime(PodRuntime):
         resp = await self._unless_missing(self.net.delete_namespaced_network_policy, name, self.namespace)
         return resp is not None
 
+    async def namespace_exists(self) -> bool | None:
+        """Whether our namespace exists; None when we may not read it (most service accounts may not)."""
+        try:
+            return await self._unless_missing(self.core.read_namespace, self.namespace) is not None
+        except RuntimeAPIError as err:
+            if err.status == 403:
+                return None
+            raise
+
     # -- permissions -----------------------------------------------------------------------------
     async def can_i(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:
         """SelfSubjectAccessReview for one verb on one resource (core API group by default) in our namespace."""
