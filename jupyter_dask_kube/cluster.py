@@ -111,8 +111,13 @@ class SchedulerPod(ProcessInterface):
             c._take_over(pod)
         else:
             pod = await rt.create_pod(c._scheduler_manifest())
-            svc, _ = await asyncio.gather(rt.create_service(build_service(c.name, c.username, pod)),
-                                          c._create_network_policy(pod))
+            # Both before any worker exists; both finished before a failure is raised, so the cleanup that
+            # follows sees everything that was made.
+            svc, policy = await asyncio.gather(rt.create_service(build_service(c.name, c.username, pod)),
+                                               c._create_network_policy(pod), return_exceptions=True)
+            for outcome in (policy, svc):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         self.pod = pod
         self.address = service_address(svc, rt.namespace)
 

@@ -39,8 +39,10 @@ class DaskKube(ExtensionApp):
     namespace = Unicode(None, allow_none=True, config=True, help="Namespace for pods; {username} makes one per user "
                         "(\"dask-{username}\": the username as a DNS-1123 label, naming.format_namespace). Default: "
                         "dask config, in-cluster or kubeconfig namespace.")
-    network_policy = Bool(True, config=True, help="Give each cluster a NetworkPolicy (Kubernetes backend): only the "
-                          "owner's notebook pod and the cluster's own pods may connect to its pods.")
+    network_policy = Bool(None, allow_none=True, config=True,
+                          help="Give each cluster a NetworkPolicy (Kubernetes backend): only the owner's notebook pod "
+                          "and the cluster's own pods may connect to its pods. Default: dask config "
+                          "kubernetes.network-policy (true).")
     network_policy_client_selector = Dict(
         None, allow_none=True, config=True,
         help="LabelSelector of the pods that may connect to a user's clusters; {username} ({escaped_username} for "
@@ -184,9 +186,9 @@ class DaskKube(ExtensionApp):
             owner_namespace=owner_pod_namespace(),
             groups=HubGroups.from_environment(ttl=self.groups_ttl),
             group_limits=group_limits,
-            network_policy=self.network_policy,
-            network_policy_client_selector=(self.network_policy_client_selector if self.network_policy_client_selector
-                                            is not None else dask.config.get("kubernetes.network-policy-client-selector", None)),
+            network_policy=bool(self.network_policy if self.network_policy is not None
+                                else dask.config.get("kubernetes.network-policy", True)),
+            network_policy_client_selector=self.network_policy_client_selector,  # None: KubeCluster reads dask config
         )
         self.settings["dask_kube_manager"] = self.manager
         self.cluster_backend = PodBackend(self.manager)
