@@ -138,3 +138,26 @@ async def test_notebook_in_another_namespace_is_selected_there(kube_target, runt
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}}}]
     finally:
         await cluster.close()
+
+
+BAD_POLICIES = [
+    ({"podSelector": {}, "ingress": [{"from": [{}]}]}, "spec.ingress[0].from[0]"),
+    ({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]},
+     "spec.ingress[0].from[0]"),
+    ({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0"}}]}]}, "spec.ingress[0].from[0].ipBlock.cidr"),
+    ({"podSelector": {}, "egress": [{"ports": [{"port": 70000}]}]}, "spec.egress[0].ports[0].port"),
+    ({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]}, "spec.ingress[0].ports[0].protocol"),
+    ({"podSelector": {"matchLabels": {"a": "bad value"}}}, "spec.podSelector.matchLabels"),
+]
+
+
+@pytest.mark.parametrize("spec, field", BAD_POLICIES, ids=[f for _, f in BAD_POLICIES])
+async def test_invalid_policies_are_refused_alike(kube_target, spec, field):
+    """What the emulator refuses (netpolicy.problems), the real API server refuses too, naming the same field."""
+    net, _ = admin(kube_target)
+    body = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "bad"}, "spec": spec}
+    with pytest.raises(k8s.ApiException) as info:
+        net.create_namespaced_network_policy(kube_target.namespace, body)
+    assert info.value.status == 422, info.value.body
+    assert field in json.loads(info.value.body)["message"], info.value.body
+    assert policy_of(net, kube_target.namespace, "bad") is None
