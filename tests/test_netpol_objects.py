@@ -108,3 +108,15 @@ def test_format_namespace_escapes_and_keeps_users_apart():
         naming.format_namespace("x" * 60 + "{username}", "alice")
     with pytest.raises(ValueError, match="DNS-1123"):
         naming.format_namespace("Dask_{username}", "alice")
+
+
+def test_only_the_kubernetes_runtime_keeps_policies():
+    """The local runtime ignores them (its pods are processes on loopback: no network plugin to enforce a policy),
+    so KubeCluster never asks it to make one."""
+    from jupyter_dask_kube.runtimes.base import PodRuntime
+    from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
+    from jupyter_dask_kube.runtimes.local import LocalRuntime
+
+    assert KubernetesRuntime.network_policies is True
+    assert LocalRuntime.network_policies is False and PodRuntime.network_policies is False
+    assert LocalRuntime.create_network_policy is PodRuntime.create_network_policy
