@@ -13,6 +13,7 @@ import inspect
 import ipaddress
 import json
 import logging
+import os
 import time
 import weakref
 from contextlib import suppress
@@ -31,6 +32,7 @@ from .dashboard import dashboard_link as format_link
 from .naming import (
     current_user,
     format_cluster_name,
+    network_policy_name,
     new_worker_suffix,
     scheduler_pod_name,
     service_name,
@@ -38,9 +40,11 @@ from .naming import (
 )
 from .objects import (
     LABEL_COMPONENT,
+    build_network_policy,
     build_scheduler_pod,
     build_service,
     build_worker_pod,
+    client_selector,
     cluster_selector,
     resource_warnings,
 )
@@ -107,7 +111,13 @@ class SchedulerPod(ProcessInterface):
             c._take_over(pod)
         else:
             pod = await rt.create_pod(c._scheduler_manifest())
-            svc = await rt.create_service(build_service(c.name, c.username, pod))
+            # Both before any worker exists; both finished before a failure is raised, so the cleanup that
+            # follows sees everything that was made.
+            svc, policy = await asyncio.gather(rt.create_service(build_service(c.name, c.username, pod)),
+                                               c._create_network_policy(pod), return_exceptions=True)
+            for outcome in (policy, svc):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         self.pod = pod
         self.address = service_address(svc, rt.namespace)
 
@@ -198,6 +208,9 @@ class KubeCluster(SpecCluster):
         keep: bool = False,
         owner_pod: dict | None = None,
         no_client_timeout: float | None = None,
+        network_policy: bool | None = None,
+        network_policy_client_selector: dict | None = None,
+        client_namespace: str | None = None,
         **kwargs,
     ):
         if pod_template is None and adopt:
@@ -239,6 +252,14 @@ class KubeCluster(SpecCluster):
         self.no_client_timeout = (
             no_client_timeout if no_client_timeout is not None else dask.config.get("kubernetes.no-client-timeout", 0)
         )
+        # The cluster's NetworkPolicy (objects.build_network_policy): who may connect to its pods.
+        self.network_policy = bool(
+            network_policy if network_policy is not None else dask.config.get("kubernetes.network-policy", True))
+        self.network_policy_client_selector = (
+            network_policy_client_selector if network_policy_client_selector is not None
+            else dask.config.get("kubernetes.network-policy-client-selector", None))
+        # The notebook pod's namespace, when it is not the cluster's (a namespace per user): the downward API's.
+        self.client_namespace = client_namespace if client_namespace is not None else os.environ.get("POD_NAMESPACE")
         self._adopt = adopt
         self._n_workers = n_workers
 
@@ -357,6 +378,19 @@ class KubeCluster(SpecCluster):
             owner=owner,
             env=self.env,
         )
+
+    async def _create_network_policy(self, scheduler_pod: dict) -> None:
+        """The cluster's NetworkPolicy, owned by its scheduler pod; a refusal fails the create with the API's
+        reason (and the create's cleanup removes what was made)."""
+        if not (self.network_policy and self.runtime.network_policies):
+            return
+        client = client_selector(self.network_policy_client_selector, self.username)
+        manifest = build_network_policy(self.name, self.username, scheduler_pod, client,
+                                        client_namespace=self.client_namespace)
+        try:
+            await self.runtime.create_network_policy(manifest)
+        except RuntimeAPIError as exc:
+            raise PodStartError(f"the cluster's NetworkPolicy was refused: {exc.reason}: {exc.message}") from None
 
     def _new_worker_name(self, worker_number):
         return worker_pod_name(self.name, new_worker_suffix())
@@ -727,6 +761,7 @@ class KubeCluster(SpecCluster):
         await asyncio.gather(
             self.runtime.delete_pods(cluster_selector(self.name), grace_period_seconds=1),
             self.runtime.delete_service(service_name(self.name)),
+            self.runtime.delete_network_policy(network_policy_name(self.name)),
             return_exceptions=True,
         )
 

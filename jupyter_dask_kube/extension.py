@@ -36,7 +36,18 @@ class DaskKube(ExtensionApp):
         "may create DaskClusters, else Kubernetes pods when in-cluster or a kubeconfig is found, else local). "
         "Default: dask config kubernetes.backend (auto).",
     )
-    namespace = Unicode(None, allow_none=True, config=True, help="Namespace for pods. Default: dask config, in-cluster or kubeconfig namespace.")
+    namespace = Unicode(None, allow_none=True, config=True, help="Namespace for pods; {username} makes one per user "
+                        "(\"dask-{username}\": the username as a DNS-1123 label, naming.format_namespace). Default: "
+                        "dask config, in-cluster or kubeconfig namespace.")
+    network_policy = Bool(None, allow_none=True, config=True,
+                          help="Give each cluster a NetworkPolicy (Kubernetes backend): only the owner's notebook pod "
+                          "and the cluster's own pods may connect to its pods. Default: dask config "
+                          "kubernetes.network-policy (true).")
+    network_policy_client_selector = Dict(
+        None, allow_none=True, config=True,
+        help="LabelSelector of the pods that may connect to a user's clusters; {username} ({escaped_username} for "
+        "kubespawner < 7) is filled in values. Default: dask config kubernetes.network-policy-client-selector, else "
+        "zero-to-jupyterhub's user pods: component=singleuser-server, hub.jupyter.org/username={username}.")
     template_paths = List(Unicode(), config=True, help="Directories of template YAML files, or YAML files.")
     templates = Union(
         [Dict(), List()], default_value={}, config=True,
@@ -175,6 +186,9 @@ class DaskKube(ExtensionApp):
             owner_namespace=owner_pod_namespace(),
             groups=HubGroups.from_environment(ttl=self.groups_ttl),
             group_limits=group_limits,
+            network_policy=bool(self.network_policy if self.network_policy is not None
+                                else dask.config.get("kubernetes.network-policy", True)),
+            network_policy_client_selector=self.network_policy_client_selector,  # None: KubeCluster reads dask config
         )
         self.settings["dask_kube_manager"] = self.manager
         self.cluster_backend = PodBackend(self.manager)

@@ -119,6 +119,8 @@ class ClusterManager:
         owner_namespace: str | None = None,
         groups=None,
         group_limits: dict | None = None,
+        network_policy: bool = True,
+        network_policy_client_selector: dict | None = None,
     ):
         self.runtime = runtime
         self.username = username
@@ -139,6 +141,8 @@ class ClusterManager:
         self.lifetimes = lifetimes or LifetimePolicy()
         #: The notebook pod that owns non-kept clusters (ownerpod.py); None: not in a pod, or turned off.
         self.owner_pod, self.owner_namespace = owner_pod, owner_namespace
+        #: A NetworkPolicy per cluster (Kubernetes): only the client pods this selects, and the cluster's own.
+        self.network_policy, self.network_policy_client_selector = network_policy, network_policy_client_selector
         self.records: dict[str, ClusterRecord] = {}
         self.pod_cache = PodCache(runtime, user_selector(username))
         self._preflight: tuple[float, list[str]] | None = None
@@ -460,6 +464,9 @@ class ClusterManager:
                 keep=req.keep,
                 owner_pod=owner,
                 no_client_timeout=self.lifetimes.no_client_timeout,
+                network_policy=self.network_policy,
+                network_policy_client_selector=self.network_policy_client_selector,
+                client_namespace=self.owner_namespace,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
@@ -752,11 +759,13 @@ class ClusterManager:
         if can_i is not None:
             now = time.monotonic()
             if self._preflight is None or now - self._preflight[0] > PREFLIGHT_TTL:
-                missing = []
+                checks = rbac.preflight_checks(self.network_policy and self.runtime.network_policies)
                 try:
-                    results = await asyncio.gather(*(can_i(v, r, s) for r, s, v in RBAC_VERBS))
-                    missing = [rbac.describe(*p) for p, ok in zip(RBAC_VERBS, results) if not ok]
-                    found = [f"missing RBAC permission: {m} in namespace {self.runtime.namespace}" for m in missing]
+                    results = await asyncio.gather(*(can_i(v, r, s, g) for g, r, s, v in checks))
+                    exists = None
+                    if not any(results) and hasattr(self.runtime, "namespace_exists"):
+                        exists = await self.runtime.namespace_exists()
+                    found = _rbac_problems(checks, results, self.runtime.namespace, exists)
                 except RuntimeAPIError as exc:
                     found = [f"Kubernetes API not reachable: {exc.message or exc}"]
                 self._preflight = (now, found)
@@ -774,6 +783,21 @@ class ClusterManager:
             "version": __version__,
             "problems": problems,
         }
+
+
+def _rbac_problems(checks, results, namespace: str, exists: bool | None = None) -> list[str]:
+    """The preflight's words for the permissions it found missing. None at all in the namespace (a namespace per
+    user that was never made, or made without its RoleBinding) leads with one problem that says what to make;
+    ``exists`` (None: unknown, the namespace may not be read) says which of the two it is."""
+    missing = [rbac.describe(r, s, v, g) for (g, r, s, v), ok in zip(checks, results) if not ok]
+    head = []
+    if missing and len(missing) == len(checks):
+        what = {False: f"namespace {namespace} does not exist",
+                True: f"namespace {namespace} exists but has no RoleBinding for this server's service account",
+                None: "the namespace does not exist, or it has no RoleBinding for this server's service account"}
+        head = [f"no RBAC permissions in namespace {namespace}: {what[exists]}; ask your hub admin to create "
+                "what is missing (README: 'A namespace per user'; Role in deploy/rbac.yaml)"]
+    return head + [f"missing RBAC permission: {m} in namespace {namespace}" for m in missing]
 
 
 def _start_problem(exc: BaseException, namespace: str) -> str:

@@ -220,3 +220,63 @@ def worker_pod_name(cluster: str, suffix: str) -> str:
 
 def service_name(cluster: str) -> str:
     return cluster
+
+
+# ---------------------------------------------------------------- how JupyterHub's kubespawner labels user pods
+# The ``hub.jupyter.org/username`` label of a notebook pod, so a NetworkPolicy can select the owner's pod. Two
+# schemes, re-implemented here (kubespawner is not a dependency) and tested against kubespawner's own examples.
+
+_KS_HASH_LENGTH = 8
+_KS_LABEL_RE = re.compile(r"^[a-z0-9.\-_]+$", re.IGNORECASE)
+
+
+def _kubespawner_strip_and_hash(name: str, max_length: int = 32) -> str:
+    keep = max_length - (_KS_HASH_LENGTH + 3)
+    digest = hashlib.sha256(name.encode("utf8")).hexdigest()[:_KS_HASH_LENGTH]
+    safe = re.sub(r"[^a-z0-9]+", "-", name.lower()).lstrip("-")[:keep].rstrip("-")
+    if safe and not safe[0] in string.ascii_lowercase:
+        safe = "x-" + safe[: keep - 2]
+    return f"{safe or 'x'}---{digest}"
+
+
+def kubespawner_username_label(username: str) -> str:
+    """kubespawner >= 7 (zero-to-jupyterhub >= 4): the username itself when it is a valid label value without
+    "--", else a lowercase slug, "---" and 8 hex digits of its sha256."""
+    valid = not username or (
+        len(username) <= MAX_LABEL_LENGTH and username[0].isascii() and username[0].isalnum()
+        and username[-1].isascii() and username[-1].isalnum() and bool(_KS_LABEL_RE.match(username))
+    )
+    if "--" in username or not valid:
+        return _kubespawner_strip_and_hash(username)
+    return username
+
+
+def kubespawner_escaped_username(username: str) -> str:
+    """kubespawner < 7 (zero-to-jupyterhub 3.x): escapism's escape, lowercased: every character but a-z and 0-9
+    becomes "-" and the hex of its UTF-8 bytes ("a.b" -> "a-2eb"; "Alice" -> "-41lice" -> lowercased)."""
+    safe = set(string.ascii_lowercase + string.digits)
+    out = []
+    for ch in username:
+        out.append(ch if ch in safe else "".join(f"-{b:X}" for b in ch.encode("utf8")))
+    return "".join(out).lower()
+
+
+def format_namespace(template: str | None, username: str) -> str | None:
+    """``c.DaskKube.namespace`` with ``{username}`` replaced by the user's :func:`safe_slug` (a namespace per
+    user: "dask-{username}" -> "dask-alice"); a template without it is returned as is. The result must be a
+    DNS-1123 label, or ValueError says why."""
+    if not template or "{username}" not in template:
+        return template
+    rest = template.replace("{username}", "")
+    room = MAX_LABEL_LENGTH - len(rest) * 1
+    if room < MIN_SLUG_LENGTH:
+        raise ValueError(f"namespace template {template!r} leaves no room for the username (63 characters at most)")
+    name = template.replace("{username}", safe_slug(username, min(room, MAX_LABEL_LENGTH)))
+    if not is_dns_label(name):
+        raise ValueError(f"namespace template {template!r} gives {name!r} for user {username!r}, which is not a "
+                         "DNS-1123 label (lowercase letters, digits and '-', starting with a letter)")
+    return name
+
+
+def network_policy_name(cluster: str) -> str:
+    return cluster

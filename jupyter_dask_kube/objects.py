@@ -401,6 +401,69 @@ def build_service(cluster_name: str, username: str, scheduler_pod: dict) -> dict
     }
 
 
+# ------------------------------------------------------------------------ network policy
+
+#: Who may connect to a cluster's pods besides the cluster itself: the owner's notebook pod, selected by the
+#: labels zero-to-jupyterhub's kubespawner gives user pods. In values, ``{username}`` is the username as
+#: kubespawner >= 7 (z2jh >= 4) labels it, ``{escaped_username}`` as kubespawner < 7 (z2jh 3.x) did.
+DEFAULT_CLIENT_SELECTOR = {"matchLabels": {"component": "singleuser-server", LABEL_USER: "{username}"}}
+
+
+def client_selector(template: dict | None, username: str) -> dict:
+    """The client LabelSelector for one user: ``{username}`` / ``{escaped_username}`` filled in every value."""
+    template = DEFAULT_CLIENT_SELECTOR if template is None else template
+    if not isinstance(template, dict):
+        raise ValueError(f"network policy client selector must be a LabelSelector object, not {template!r}")
+
+    def fill(value):
+        if not isinstance(value, str):
+            return value
+        return value.replace("{username}", naming.kubespawner_username_label(username)).replace(
+            "{escaped_username}", naming.kubespawner_escaped_username(username))
+
+    out = {}
+    if "matchLabels" in template:
+        out["matchLabels"] = {k: fill(v) for k, v in (template.get("matchLabels") or {}).items()}
+    if "matchExpressions" in template:
+        out["matchExpressions"] = [
+            {**e, **({"values": [fill(v) for v in e["values"]]} if e.get("values") else {})}
+            for e in template.get("matchExpressions") or []
+        ]
+    return out
+
+
+def build_network_policy(cluster_name: str, username: str, scheduler_pod: dict, client: dict,
+                         client_namespace: str | None = None, namespace: str | None = None) -> dict:
+    """Ingress to the cluster's pods (scheduler and workers) only from the cluster's own pods and from the
+    ``client`` pods (a LabelSelector: the owner's notebook pod), owned by the scheduler pod.
+
+    The client may use every port: workers listen on ports distributed picks at random (direct gathers and the
+    workers' dashboards need them), and the scheduler's comm and dashboard ports are among them. A client in
+    another namespace (a namespace per user) is selected there by its ``kubernetes.io/metadata.name`` label.
+    Egress is left alone: workers read data from wherever the user's code says."""
+    own = {"matchLabels": {LABEL_CLUSTER: cluster_name}}
+    client_peer: dict = {"podSelector": client}
+    policy_ns = namespace or (scheduler_pod.get("metadata") or {}).get("namespace")
+    if client_namespace and client_namespace != policy_ns:
+        client_peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": client_namespace}}
+    metadata = {"name": naming.network_policy_name(cluster_name),
+                "labels": labels(cluster_name, "scheduler", username)}
+    if namespace:
+        metadata["namespace"] = namespace
+    if (scheduler_pod.get("metadata") or {}).get("uid"):
+        metadata["ownerReferences"] = [owner_reference(scheduler_pod)]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "podSelector": own,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": own}]}, {"from": [client_peer]}],
+        },
+    }
+
+
 # -------------------------------------------------------------------- classic helper
 
 _FakeResponse = namedtuple("_FakeResponse", ["data"])

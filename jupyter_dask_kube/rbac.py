@@ -17,6 +17,8 @@ class Call(NamedTuple):
     why: str = ""
 
 
+NETWORKING_GROUP = "networking.k8s.io"
+
 # Every call in runtimes/kubernetes.py (tests/test_rbac.py checks that no call is missing here).
 CALLS: tuple[Call, ...] = (
     Call("create_namespaced_pod", "create", "pods", why="scheduler and worker pods"),
@@ -30,9 +32,19 @@ CALLS: tuple[Call, ...] = (
     Call("read_namespaced_service", "get", "services", why="a create that raced"),
     Call("list_namespaced_service", "list", "services", why="half-made clusters, orphans"),
     Call("delete_namespaced_service", "delete", "services", why="close"),
+    # networking.k8s.io, through NetworkingV1Api: the per-cluster NetworkPolicy (c.DaskKube.network_policy).
+    Call("create_namespaced_network_policy", "create", "networkpolicies", group=NETWORKING_GROUP,
+         why="the cluster's NetworkPolicy (only the owner's notebook pod and the cluster's pods may connect)"),
+    Call("read_namespaced_network_policy", "get", "networkpolicies", group=NETWORKING_GROUP,
+         why="a create that raced"),
+    Call("delete_namespaced_network_policy", "delete", "networkpolicies", group=NETWORKING_GROUP, why="close"),
     Call("list_namespaced_event", "list", "events",
          why="an Unschedulable pod's events: the autoscaler's NotTriggerScaleUp fails it at once (without this "
              "permission only the start timeout applies)"),
+    # Optional (not in the Role: only a ClusterRole can grant it for a namespace that does not exist yet): lets the
+    # preflight say which of "no namespace" and "no RoleBinding" it is; without it, it names both.
+    Call("read_namespace", "get", "namespaces",
+         why="the preflight, when nothing is allowed in the namespace: does it exist at all?"),
     # Every authenticated user may review its own access (ClusterRole system:basic-user): not in the Role.
     Call("create_self_subject_access_review", "create", "selfsubjectaccessreviews", group="authorization.k8s.io",
          why="the status preflight"),
@@ -40,13 +52,16 @@ CALLS: tuple[Call, ...] = (
 
 # Granted to every authenticated user by Kubernetes' default ClusterRoles, so not part of deploy/rbac.yaml.
 DEFAULT_GRANTED = frozenset({("authorization.k8s.io", "selfsubjectaccessreviews", "", "create")})
+# Used when granted, never required: not in deploy/rbac.yaml, not checked by the preflight.
+OPTIONAL = frozenset({("", "namespaces", "", "get")})
 
 
-def required_permissions() -> list[tuple[str, str, str]]:
-    """(resource, subresource, verb) the namespace Role must grant, in table order, without duplicates."""
+def required_permissions(group: str = "") -> list[tuple[str, str, str]]:
+    """(resource, subresource, verb) the namespace Role must grant in one API group (core by default), in table
+    order, without duplicates."""
     seen: list[tuple[str, str, str]] = []
     for c in CALLS:
-        if (c.group, c.resource, c.subresource, c.verb) in DEFAULT_GRANTED:
+        if (c.group, c.resource, c.subresource, c.verb) in DEFAULT_GRANTED | OPTIONAL or c.group != group:
             continue
         key = (c.resource, c.subresource, c.verb)
         if key not in seen:
@@ -54,9 +69,18 @@ def required_permissions() -> list[tuple[str, str, str]]:
     return seen
 
 
-def describe(resource: str, subresource: str, verb: str) -> str:
-    """``"get pods/log"``: how the status preflight names a permission."""
-    return f"{verb} {resource}{'/' + subresource if subresource else ''}"
+def preflight_checks(network_policy: bool = True) -> list[tuple[str, str, str, str]]:
+    """(group, resource, subresource, verb) the status preflight asks about: the core ones, then the
+    NetworkPolicy ones when clusters get a policy (c.DaskKube.network_policy)."""
+    out = [("", *p) for p in required_permissions()]
+    if network_policy:
+        out += [(NETWORKING_GROUP, *p) for p in required_permissions(NETWORKING_GROUP)]
+    return out
+
+
+def describe(resource: str, subresource: str, verb: str, group: str = "") -> str:
+    """``"get pods/log"``, ``"create networkpolicies.networking.k8s.io"``: how the preflight names a permission."""
+    return f"{verb} {resource}{'.' + group if group else ''}{'/' + subresource if subresource else ''}"
 
 
 def role_grants(role: dict) -> set[tuple[str, str, str]]:

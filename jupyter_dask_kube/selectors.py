@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["SelectorError", "parse_label_selector", "parse_field_selector", "label_matcher", "selects", "Matcher"]
+__all__ = ["SelectorError", "parse_label_selector", "parse_field_selector", "label_matcher", "selects", "Matcher",
+           "label_selector_matches", "selector_problems"]
 
 Matcher = Callable[[dict], bool]
 
@@ -131,3 +132,79 @@ def parse_field_selector(selector: str | None, plural: str) -> Callable[[dict], 
 
         checks.append(check)
     return lambda obj: all(c(obj) for c in checks)
+
+
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _label_key_ok(key) -> bool:
+    if not isinstance(key, str):
+        return False
+    prefix, _, name = key.rpartition("/")
+    return (not prefix or (len(prefix) <= 253 and bool(_DNS_SUBDOMAIN_RE.match(prefix)))) and len(name) <= 63 \
+        and bool(_LABEL_NAME_RE.match(name))
+
+
+#: The operators of a LabelSelector's matchExpressions (metav1.LabelSelectorOperator).
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def selector_problems(selector) -> list[str]:
+    """Why a LabelSelector object (``{"matchLabels": ..., "matchExpressions": [...]}``) is malformed, as the
+    API server says it ("values: Required value: must be specified when `operator` is 'In' or 'NotIn'")."""
+    if selector is None:
+        return []
+    if not isinstance(selector, dict):
+        return ["must be an object with matchLabels and/or matchExpressions"]
+    out = []
+    if not isinstance(selector.get("matchLabels") or {}, dict):
+        out.append("matchLabels: must be a map of strings")
+    else:
+        for key, value in (selector.get("matchLabels") or {}).items():
+            if not _label_key_ok(key):
+                out.append(f'matchLabels: Invalid value: "{key}": not a valid label key')
+            if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE_RE.match(value):
+                out.append(f'matchLabels: Invalid value: "{value}": a valid label must be an empty string or consist '
+                           "of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+                           "character")
+    for i, expr in enumerate(selector.get("matchExpressions") or []):
+        op = (expr or {}).get("operator")
+        values = (expr or {}).get("values") or []
+        if not (expr or {}).get("key"):
+            out.append(f"matchExpressions[{i}].key: Required value")
+        if op not in SELECTOR_OPERATORS:
+            out.append(f'matchExpressions[{i}].operator: Invalid value: "{op}": not a valid selector operator')
+        elif op in ("In", "NotIn") and not values:
+            out.append(f"matchExpressions[{i}].values: Required value: must be specified when `operator` is 'In' or 'NotIn'")
+        elif op in ("Exists", "DoesNotExist") and values:
+            out.append(f"matchExpressions[{i}].values: Forbidden: may not be specified when `operator` is 'Exists' or "
+                       "'DoesNotExist'")
+    return out
+
+
+def label_selector_matches(selector: dict | None, labels: dict | None) -> bool:
+    """Whether a LabelSelector object selects these labels, as metav1.LabelSelectorAsSelector reads it: every
+    matchLabels pair and every matchExpression must hold; an empty selector (``{}``) selects everything, a
+    missing one (None) nothing. Raises SelectorError on a malformed selector."""
+    if selector is None:
+        return False
+    problems = selector_problems(selector)
+    if problems:
+        raise SelectorError("; ".join(problems))
+    labels = labels or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], set(expr.get("values") or [])
+        present = key in labels
+        if op == "In" and not (present and labels[key] in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:  # a missing key is "not in"
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True

@@ -20,11 +20,12 @@ def shipped_role() -> dict:
 
 
 def client_methods_called() -> set[str]:
-    """Attributes the runtime reads on its API objects (``self.core.X``, ``rt.core.X``, ``self.authz.X``)."""
+    """Attributes the runtime reads on its API objects (``self.core.X``, ``rt.core.X``, ``self.authz.X``,
+    ``self.net.X``)."""
     found = set()
     for node in ast.walk(ast.parse(RUNTIME.read_text())):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
-                and node.value.attr in ("core", "authz"):
+                and node.value.attr in ("core", "authz", "net"):
             found.add(node.attr)
     return found
 
@@ -42,6 +43,21 @@ def test_shipped_role_grants_every_needed_permission_and_nothing_else():
     assert rbac.missing_from(role) == []
     granted = rbac.role_grants(role)
     assert granted - set(rbac.required_permissions()) == set(), "deploy/rbac.yaml grants more than the runtime uses"
+
+
+def test_shipped_role_grants_exactly_the_network_policy_calls():
+    needed = {(r, v) for r, _, v in rbac.required_permissions(rbac.NETWORKING_GROUP)}
+    assert needed == {("networkpolicies", "create"), ("networkpolicies", "get"), ("networkpolicies", "delete")}
+    assert rbac.grants_in_group(shipped_role(), rbac.NETWORKING_GROUP) == needed
+
+
+def test_preflight_checks_network_policies_only_when_clusters_get_one():
+    with_policy = rbac.preflight_checks(network_policy=True)
+    assert [c for c in with_policy if c[0] == ""] == [("", *p) for p in rbac.required_permissions()]
+    assert ("networking.k8s.io", "networkpolicies", "", "create") in with_policy
+    assert all(g == "" for g, *_ in rbac.preflight_checks(network_policy=False))
+    assert rbac.describe("networkpolicies", "", "create", "networking.k8s.io") == \
+        "create networkpolicies.networking.k8s.io"
 
 
 def test_preflight_checks_exactly_the_table():

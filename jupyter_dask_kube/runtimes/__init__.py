@@ -25,6 +25,10 @@ def resolve_backend(backend: str | None = None) -> str:
 def make_runtime(backend: str | None = None, namespace: str | None = None, **kwargs) -> PodRuntime:
     backend = resolve_backend(backend)
     namespace = namespace or dask.config.get("kubernetes.namespace", None)
+    if namespace and "{username}" in namespace:  # a namespace per user ("dask-{username}")
+        from ..naming import current_user, format_namespace
+
+        namespace = format_namespace(namespace, current_user())
     if backend == "kubernetes":
         from .kubernetes import KubernetesRuntime
 

@@ -106,6 +106,22 @@ class PodRuntime(abc.ABC):
     async def delete_service(self, name: str) -> bool:
         ...
 
+    # -- network policies ------------------------------------------------------------------------
+    #: Whether this runtime keeps NetworkPolicies. Kubernetes: yes (the network plugin enforces them). The local
+    #: runtime: no, and it ignores them rather than store them: its pods are processes on loopback, which any
+    #: local process can reach, so a stored policy would be a promise nothing keeps.
+    network_policies: bool = False
+
+    async def create_network_policy(self, manifest: dict) -> dict:
+        raise NotImplementedError(f"the {self.backend} runtime keeps no NetworkPolicies")
+
+    async def read_network_policy(self, name: str) -> dict | None:
+        return None
+
+    async def delete_network_policy(self, name: str) -> bool:
+        """Delete a NetworkPolicy; False when it was already gone (or the runtime keeps none)."""
+        return False
+
     # -- bulk and lifecycle ----------------------------------------------------------------------
     async def delete_pods(self, label_selector: str, grace_period_seconds: int | None = None) -> int:
         """Delete every pod matching the selector, all at once; how many were deleted."""

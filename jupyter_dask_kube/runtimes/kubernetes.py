@@ -195,6 +195,7 @@ class KubernetesRuntime(PodRuntime):
         self.api_client = k8s.ApiClient(configuration=cfg)
         self.core = k8s.CoreV1Api(self.api_client)
         self.authz = k8s.AuthorizationV1Api(self.api_client)
+        self.net = k8s.NetworkingV1Api(self.api_client)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_threads, thread_name_prefix="k8s-api")
         #: Server-side length of one watch request (seconds); tests shorten it to provoke reconnections.
         self.watch_timeout = WATCH_TIMEOUT_SECONDS
@@ -447,6 +448,29 @@ class KubernetesRuntime(PodRuntime):
     async def delete_service(self, name: str) -> bool:
         resp = await self._unless_missing(self.core.delete_namespaced_service, name, self.namespace)
         return resp is not None
+
+    # -- network policies ------------------------------------------------------------------------
+    network_policies = True
+
+    async def create_network_policy(self, manifest: dict) -> dict:
+        return await self._create(self.net.create_namespaced_network_policy, self.read_network_policy, manifest)
+
+    async def read_network_policy(self, name: str) -> dict | None:
+        resp = await self._unless_missing(self.net.read_namespaced_network_policy, name, self.namespace)
+        return None if resp is None else self._json(resp)
+
+    async def delete_network_policy(self, name: str) -> bool:
+        resp = await self._unless_missing(self.net.delete_namespaced_network_policy, name, self.namespace)
+        return resp is not None
+
+    async def namespace_exists(self) -> bool | None:
+        """Whether our namespace exists; None when we may not read it (most service accounts may not)."""
+        try:
+            return await self._unless_missing(self.core.read_namespace, self.namespace) is not None
+        except RuntimeAPIError as err:
+            if err.status == 403:
+                return None
+            raise
 
     # -- permissions -----------------------------------------------------------------------------
     async def can_i(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:

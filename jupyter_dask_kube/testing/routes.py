@@ -36,6 +36,7 @@ BUILTIN_RESOURCES: dict[tuple[str, str], Res] = {
         Res("", "v1", "events", "Event", short=("ev",)),
         Res("", "v1", "configmaps", "ConfigMap", short=("cm",)),
         Res("", "v1", "secrets", "Secret"),
+        Res("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short=("netpol",)),
         Res("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
             namespaced=False, verbs=("create",)),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .. import netpolicy
 from ..objectstore import GENERATE_CHARS, now_iso
 from ..quantities import parse_quantity
 from .apierrors import invalid
@@ -113,5 +114,12 @@ def validate(res: Res, obj: dict) -> None:
             if not isinstance(port, int) or not 0 < port < 65536:
                 causes.append((f"spec.ports[{j}].port", "FieldValueInvalid",
                                f"Invalid value: {port}: must be between 1 and 65535, inclusive"))
+    elif res.plural == "networkpolicies":
+        # One rule set for policies (netpolicy.problems): "spec.ingress[0].from[0]: Forbidden: may not ...".
+        for problem in netpolicy.problems(obj):
+            path, _, rest = problem.partition(": ")
+            kind, _, detail = rest.partition(": ")
+            causes.append((path, {"Required value": "FieldValueRequired", "Forbidden": "FieldValueForbidden",
+                                  "Unsupported value": "FieldValueNotSupported"}.get(kind, "FieldValueInvalid"), rest))
     if causes:
         raise invalid(res.kind, name, causes)
