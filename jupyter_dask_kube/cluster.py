@@ -58,6 +58,7 @@ from .podstatus import (
 )
 from .runtimes import PodRuntime, RuntimeAPIError, make_runtime
 from .lifetimes import apply_lifetime, lifetime_annotations, parse_lifetime_annotations
+from .statuswatch import PolledWorkerStatus
 from .templates import load_pod, template_from_dask_config
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class KubeAdaptive(Adaptive):
             await f
 
 
-class KubeCluster(SpecCluster):
+class KubeCluster(SpecCluster, PolledWorkerStatus):
     """A Dask cluster whose scheduler and workers are pods made from a pod template.
 
     ``KubeCluster.from_yaml('worker-spec.yml'); cluster.scale(10); cluster.adapt(minimum=1, maximum=100)``
@@ -241,6 +242,9 @@ class KubeCluster(SpecCluster):
         )
         self._adopt = adopt
         self._n_workers = n_workers
+        # An attached cluster must not take the scheduler's one worker-status subscription from the cluster's
+        # owner (statuswatch.py): it polls.
+        self.poll_worker_status = adopt
 
         if runtime is None:
             runtime = make_runtime(backend, namespace)
@@ -733,6 +737,7 @@ class KubeCluster(SpecCluster):
     async def _close(self):
         if self.status == Status.closed:
             return
+        await self._stop_polling()
         if self._delete_on_close and self.status != Status.created:
             with suppress(AttributeError):
                 self._adaptive.stop()

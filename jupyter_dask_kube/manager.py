@@ -17,6 +17,7 @@ from distributed.core import Status
 
 from ._version import __version__
 from .access import Limits, audience, limits_for, visible
+from .attach import connect_code
 from .bodies import ApiError, CreateRequest
 from .cluster import ANNOTATION_WORKER_TEMPLATE, KubeCluster
 from .objects import (
@@ -618,6 +619,8 @@ class ClusterManager:
             "warnings": list(rec.warnings) + self._recent_losses(c),
             "expires": rec.expires.isoformat() if rec.expires else None,
             "keep": rec.keep,
+            **({"connect_code": connect_code(rec.id, self.runtime.namespace)}
+               if self.runtime.backend == "kubernetes" else {}),
         }
 
     @staticmethod
