@@ -112,6 +112,7 @@ class ClusterManager:
         name_template: str | None = None,
         idle_timeout: float = 0,
         start_timeout: float | None = None,
+        port_forward: str | None = None,
         base_url: str = "/",
         options_handler=None,
         template_problems: list[str] | None = None,
@@ -134,6 +135,7 @@ class ClusterManager:
         self.name_template = name_template
         self.idle_timeout = idle_timeout or 0
         self.start_timeout = start_timeout
+        self.port_forward = port_forward  # None: dask config kubernetes.port-forward
         self.base_url = base_url
         self.options_handler = options_handler
         self.template_problems = list(template_problems or []) + self._unsized_templates()
@@ -253,6 +255,7 @@ class ClusterManager:
             username=self.username,
             asynchronous=True,
             shutdown_on_close=False,
+            port_forward=self.port_forward,
         )
         cores, memory = _per_worker(ClusterTemplate(name, name, "", False, worker_template))
         rec = ClusterRecord(
@@ -461,6 +464,7 @@ class ClusterManager:
                 keep=req.keep,
                 owner_pod=owner,
                 no_client_timeout=self.lifetimes.no_client_timeout,
+                port_forward=self.port_forward,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None

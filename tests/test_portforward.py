@@ -1,0 +1,100 @@
+"""Reaching the scheduler from outside the cluster: port-forward through the API server (``pods/portforward``).
+
+The node agent serves ``/portForward/{ns}/{pod}`` on its kubelet port as a kubelet does (WebSocket channels); the
+real kube-apiserver (v1.20.2) and the emulator proxy the official client's upgrade there. On loopback the test tier
+plays kube-proxy, so a Service's clusterIP is reachable: ``port_forward="always"`` takes the forwarded route anyway,
+and the "auto" detection is tested with a clusterIP that refuses (an in-process emulator whose Service addresses
+are taken but not listening)."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+import uuid
+
+import pytest
+from distributed import Client
+
+from jupyter_dask_kube import KubeCluster
+from jupyter_dask_kube.objects import cluster_selector
+from jupyter_dask_kube.portforward import port_forward_mode, split_address, tcp_reachable
+from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
+
+from helpers import WORKERS_UP, no_pods, small_pod, wait_until
+
+
+
+def closed(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) != 0
+
+
+def fetch(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.status, r.read().decode("utf-8", "replace")
+
+
+async def left_on_api_server(runtime, name: str) -> str | None:
+    """None when no pod and no Service of the cluster is left, else what is."""
+    pods = await runtime.list_pods(cluster_selector(name))
+    svc = await runtime.read_service(name)
+    return None if not pods and svc is None else f"pods {[p['metadata']['name'] for p in pods]}, service {bool(svc)}"
+
+
+def test_modes_and_addresses():
+    assert [port_forward_mode(v) for v in (None, True, False, "AUTO", " never ")] == ["auto", "always", "never",
+                                                                                     "auto", "never"]
+    with pytest.raises(ValueError, match="auto, always, never"):
+        port_forward_mode("sometimes")
+    assert split_address("tls://10.0.0.1:8786") == ("tls", "10.0.0.1", 8786)
+    assert split_address("tcp://[::1]:8786") == ("tcp", "::1", 8786)
+
+
+@pytest.mark.asyncio
+async def test_probe_tells_a_refusing_address_from_a_listening_one():
+    with socket.socket() as bound:  # bound, not listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        assert not await tcp_reachable("127.0.0.1", bound.getsockname()[1], timeout=1)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    async with server:
+        assert await tcp_reachable("127.0.0.1", server.sockets[0].getsockname()[1], timeout=1)
+
+
+@pytest.mark.asyncio
+async def test_forced_port_forward_computes_serves_the_dashboard_and_leaves_nothing(kube_target, monkeypatch):
+    """Through the API server (emulator; real kube-apiserver -> node agent's kubelet port): Client(cluster)
+    computes, the dashboard answers, a 50 MB result comes back; close() stops the listeners and deletes it all."""
+    monkeypatch.setenv("KUBECONFIG", kube_target.kubeconfig)
+    runtime = KubernetesRuntime(kube_target.namespace, kubeconfig=kube_target.kubeconfig)
+    cluster = await KubeCluster(small_pod(), n_workers=1, name=f"pf-{uuid.uuid4().hex[:6]}", port_forward="always",
+                                namespace=kube_target.namespace, asynchronous=True)
+    name = cluster.name
+    try:
+        scheme, host, port = split_address(cluster.scheduler_address)
+        assert (scheme, host) == ("tcp", "127.0.0.1"), cluster.scheduler_address
+        assert cluster.forwarder is not None and cluster.forwarder.local[8786] == port
+        svc = await runtime.read_service(name)
+        assert cluster.scheduler.address == f"tcp://{svc['spec']['clusterIP']}:8786"  # what the workers use
+        await cluster.wait_for_workers(1, timeout=WORKERS_UP)
+        async with Client(cluster, asynchronous=True) as client:
+            assert await client.submit(sum, [1, 2, 3]) == 6
+            big = await client.submit(lambda n: b"x" * n, 50_000_000)
+            assert len(big) == 50_000_000
+        link = cluster.dashboard_link
+        assert link.startswith(f"http://127.0.0.1:{cluster.forwarder.local[8787]}/"), link
+        status, body = await asyncio.to_thread(fetch, link)
+        assert status == 200 and "Dask" in body
+        ports = dict(cluster.forwarder.local)
+        assert cluster.forwarder.connections >= 3
+    finally:
+        await cluster.close()
+    assert cluster.forwarder is None
+    for p in ports.values():
+        assert closed("127.0.0.1", p), f"port {p} still listens after close()"
+    try:
+        await wait_until(lambda: no_pods(runtime, cluster_selector(name)),
+                         60, what="pods deleted")
+        assert await left_on_api_server(runtime, name) is None
+    finally:
+        await runtime.close()
