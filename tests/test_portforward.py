@@ -98,3 +98,23 @@ async def test_forced_port_forward_computes_serves_the_dashboard_and_leaves_noth
         assert await left_on_api_server(runtime, name) is None
     finally:
         await runtime.close()
+
+
+def test_a_refused_upgrade_keeps_the_api_servers_words():
+    """The client reports a refused WebSocket upgrade as status 0 with the HTTP answer in its text."""
+    from kubernetes.client.rest import ApiException
+
+    from jupyter_dask_kube.runtimes.kubernetes import _handshake_error
+
+    body = ('{"kind":"Status","apiVersion":"v1","status":"Failure","message":"pods \\"x\\" is forbidden: User '
+            '\\"jdk-user\\" cannot get resource \\"pods/portforward\\" in API group \\"\\" in the namespace \\"n\\"",'
+            '"reason":"Forbidden","code":403}\n')
+    err = _handshake_error(ApiException(status=0, reason=f"Handshake status 403 Forbidden -+-+- {{'a': 'b'}} -+-+- {body}"),
+                           "https://api", "x")
+    assert (err.status, err.reason) == (403, "Forbidden")
+    assert err.message == 'pods "x" is forbidden: User "jdk-user" cannot get resource "pods/portforward" in API group "" in the namespace "n"'
+    err = _handshake_error(ApiException(status=0, reason="Handshake status 500 Internal Server Error -+-+- {} -+-+- None"),
+                           "https://api", "x")
+    assert (err.status, err.reason) == (500, "InternalServerError")
+    err = _handshake_error(ApiException(status=0, reason="[Errno 111] Connection refused"), "https://api", "x")
+    assert err.status == 0 and "Connection refused" in err.message

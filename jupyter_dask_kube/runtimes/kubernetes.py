@@ -85,8 +85,8 @@ def _handshake_error(exc: ApiException, host: str, pod: str) -> RuntimeAPIError:
     status, reason, message = int(m.group(1)), m.group(2).strip().replace(" ", "") or "Error", ""
     start, end = text.find("{", text.rfind("-+-+-")), text.rfind("}")
     if start >= 0 and end > start:
-        with contextlib.suppress(ValueError):
-            body = json.loads(text[start:end + 1].encode().decode("unicode_escape"))
+        with contextlib.suppress(ValueError, AttributeError):
+            body = json.loads(text[start:end + 1])  # the body as text (websocket-client >= 1.8)
             reason, message = body.get("reason") or reason, body.get("message") or ""
     return RuntimeAPIError(status, reason, message or f"port-forward to pod {pod} refused ({status})")
 
