@@ -118,3 +118,57 @@ def test_a_refused_upgrade_keeps_the_api_servers_words():
     assert (err.status, err.reason) == (500, "InternalServerError")
     err = _handshake_error(ApiException(status=0, reason="[Errno 111] Connection refused"), "https://api", "x")
     assert err.status == 0 and "Connection refused" in err.message
+
+
+@pytest.fixture
+def unreachable_services():
+    """An emulator of this process whose Services get a clusterIP that refuses connections (its ports are bound,
+    not listening, so the node agent cannot play kube-proxy there): as a laptop outside the cluster sees them."""
+    from jupyter_dask_kube.runtimes.loopback import allocate_address, release_address
+    from jupyter_dask_kube.testing import EmulatedKubernetes
+
+    ip = allocate_address([8786, 8787])
+    socks = []
+    for port in (8786, 8787):
+        s = socket.socket()
+        s.bind((ip, port))
+        socks.append(s)
+    emu = EmulatedKubernetes(processes=True, in_process=True)
+    emu.start()
+    emu.info.emulator.allocate_ip = lambda: ip
+    try:
+        yield emu, ip
+    finally:
+        emu.stop()
+        for s in socks:
+            s.close()
+        release_address(ip)
+
+
+@pytest.mark.asyncio
+async def test_auto_detects_an_unreachable_service_and_port_forwards(unreachable_services, monkeypatch):
+    emu, ip = unreachable_services
+    monkeypatch.setenv("KUBECONFIG", emu.kubeconfig)
+    assert not await tcp_reachable(ip, 8786)
+    runtime = KubernetesRuntime(emu.namespace, kubeconfig=emu.kubeconfig)
+    try:
+        # never: the reason names the address that did not answer; nothing is left
+        with pytest.raises(RuntimeError, match=f"tcp://{ip}:8786 did not answer within 5s"):
+            await KubeCluster(small_pod(), name="pf-never-{uuid}", port_forward="never", scheduler_timeout=5,
+                              asynchronous=True)
+        await wait_until(lambda: no_pods(runtime, "app.kubernetes.io/name=dask"), 60, what="the failed cluster gone")
+        # auto (the default): the direct route refuses, the forwarded one answers
+        cluster = await KubeCluster(small_pod(), name="pf-auto-{uuid}", asynchronous=True)
+        try:
+            assert cluster.port_forward == "auto" and cluster.forwarder is not None
+            assert cluster.scheduler_address == cluster.forwarder.address(8786)
+            assert cluster.scheduler.address == f"tcp://{ip}:8786"  # the workers' address is still the Service's
+            async with Client(cluster, asynchronous=True) as client:
+                assert (await client.scheduler.identity())["type"] == "Scheduler"
+            status, body = await asyncio.to_thread(fetch, cluster.dashboard_link)
+            assert status == 200
+        finally:
+            await cluster.close()
+        await wait_until(lambda: no_pods(runtime, "app.kubernetes.io/name=dask"), 60, what="pods deleted")
+    finally:
+        await runtime.close()
