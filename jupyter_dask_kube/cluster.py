@@ -567,8 +567,9 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
         that has run for ``FORWARD_AFTER`` still does not answer directly (a kubeconfig outside the cluster cannot
         reach clusterIPs), and keeps it only if the direct route still fails once the forwarded one answers."""
         mode = self.port_forward
-        if self.deploy_mode != "remote" or not hasattr(self.runtime, "open_port_forward"):
-            mode = "never"
+        if self.deploy_mode != "remote" or not hasattr(self.runtime, "open_port_forward") \
+                or (mode == "auto" and getattr(self.runtime, "inside_cluster", False)):
+            mode = "never"  # nothing to forward through, or in a pod: the Service is reachable (or nothing is)
         if mode != "always":
             if await self._answers(address, remaining if mode == "never" else min(remaining, FORWARD_AFTER)):
                 return address

@@ -206,7 +206,9 @@ class KubernetesRuntime(PodRuntime):
         cfg = k8s.Configuration()
         # The client reads KUBECONFIG once, at import: read it now so a later setting counts.
         kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
-        if kubeconfig or not in_cluster():
+        #: In a pod with its service account: Services and pods are reachable, port-forward is never needed.
+        self.inside_cluster = not kubeconfig and in_cluster()
+        if not self.inside_cluster:
             k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
         else:
             k8s_config.load_incluster_config(client_configuration=cfg)
