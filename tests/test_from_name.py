@@ -183,13 +183,20 @@ async def test_the_panel_snippet_attaches_by_name(jp_fetch, username, runtime):
     assert 'Client("tcp://' in panel_snippet({**local, "backend": "local"})  # local clusters: by address
     seen = await asyncio.to_thread(run_python, snippet + textwrap.dedent("""
         import json
+        cluster.scale(2)  # the cluster object itself: it scales
+        cluster.wait_for_workers(2, timeout=120)
         print(json.dumps({"name": cluster.name, "address": cluster.scheduler_address,
-                          "sum": client.submit(sum, [1, 2]).result(), "attached": not cluster.shutdown_on_close}))
+                          "sum": client.submit(sum, [1, 2]).result(), "attached": not cluster.shutdown_on_close,
+                          "workers": len(cluster.scheduler_info["workers"])}))
         client.close()
         cluster.close()
     """))
-    assert seen == {"name": cid, "address": model["scheduler_address"], "sum": 3, "attached": True}
+    assert seen == {"name": cid, "address": model["scheduler_address"], "sum": 3, "attached": True, "workers": 2}
+    # the server's card follows what the kernel did
+    await wait_model(jp_fetch, cid, lambda m: m["workers"] == 2, what="the card to count the kernel's worker")
     await wait_model(jp_fetch, cid, lambda m: m["status"] == "running", what="still running after the kernel closed")
+    await rest_call(jp_fetch, "DELETE", "clusters", cid, expect=204)
+    await wait_until(lambda: no_pods(runtime, cluster_selector(cid)), 60, what="pods deleted")
 
 
 async def test_an_attached_kernel_does_not_freeze_the_servers_worker_count(jp_fetch, username, runtime):
