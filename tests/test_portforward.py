@@ -172,3 +172,51 @@ async def test_auto_detects_an_unreachable_service_and_port_forwards(unreachable
         await wait_until(lambda: no_pods(runtime, "app.kubernetes.io/name=dask"), 60, what="pods deleted")
     finally:
         await runtime.close()
+
+
+@pytest.mark.asyncio
+async def test_forwarder_pipes_bytes_both_ways_and_closes_its_listeners():
+    """PortForwarder alone, with a dial that connects to a local echo server: bytes go both ways per connection,
+    a failing dial ends that connection (and is kept for the caller), close() stops the listener."""
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    target = server.sockets[0].getsockname()[1]
+    dials = []
+
+    async def dial(pod, port):
+        dials.append((pod, port))
+        if pod == "gone":
+            raise RuntimeError("pods \"gone\" not found")
+        sock = socket.create_connection(("127.0.0.1", target))
+        sock.setblocking(False)
+        return sock
+
+    from jupyter_dask_kube.portforward import PortForwarder
+
+    fwd = PortForwarder(dial, "p", [8786])
+    local = (await fwd.start())[8786]
+    assert fwd.address(8786, "tls") == f"tls://127.0.0.1:{local}"
+    for payload in (b"hello", b"x" * 3_000_000):
+        reader, writer = await asyncio.open_connection("127.0.0.1", local)
+        writer.write(payload)
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 30) == payload
+        writer.close()
+    assert dials == [("p", 8786), ("p", 8786)] and fwd.connections == 2
+    await fwd.close()
+    assert closed("127.0.0.1", local)
+
+    bad = PortForwarder(dial, "gone", [8786])
+    local = (await bad.start())[8786]
+    reader, writer = await asyncio.open_connection("127.0.0.1", local)
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # the connection ends
+    assert "not found" in str(bad.last_error) and bad.connections == 0
+    writer.close()
+    await bad.close()
+    server.close()
+    await server.wait_closed()
