@@ -1,8 +1,10 @@
 """Reach a scheduler pod from outside the cluster: local listeners that port-forward through the API server.
 
 A Jupyter server or a ``KubeCluster`` using a kubeconfig on a laptop cannot reach a Service's clusterIP or a pod
-IP. :class:`PortForwarder` listens on 127.0.0.1 (one ephemeral port per remote port: the Dask comm and the
-dashboard) and carries each accepted connection through its own ``pods/portforward`` stream (the runtime's
+IP. :class:`PortForwarder` listens on loopback (one ephemeral port per remote port: the Dask comm and the
+dashboard), on an address of its own from ``kubernetes.local.address-range`` where the system allows it (Linux:
+so the dashboard proxy's host allow-list, which admits a user's scheduler hosts, admits this cluster's forwarder
+and nothing else on the host), else on 127.0.0.1 (macOS has only that one by default) and carries each accepted connection through its own ``pods/portforward`` stream (the runtime's
 ``open_port_forward``: the official client's WebSocket port-forward). It is a plain byte pipe, so ``tcp://`` and
 ``tls://`` alike go through. :func:`tcp_reachable` is the probe that decides whether it is needed.
 """
@@ -58,10 +60,11 @@ async def tcp_reachable(host: str, port: int, timeout: float = PROBE_TIMEOUT) ->
 class PortForwarder:
     """``fwd = PortForwarder(dial, pod, [8786, 8787]); await fwd.start(); fwd.address(8786); await fwd.close()``."""
 
-    def __init__(self, dial: Dial, pod: str, ports, host: str = "127.0.0.1"):
+    def __init__(self, dial: Dial, pod: str, ports, host: str | None = None):
         self.dial = dial
         self.pod = pod
-        self.host = host
+        self.host = host or ""  # chosen in start() when not given
+        self._own_host = host is None
         self.ports = list(ports)
         self.local: dict[int, int] = {}  # remote port -> local port
         self.last_error: BaseException | None = None
@@ -70,14 +73,37 @@ class PortForwarder:
         self._open: set[asyncio.Task] = set()
 
     async def start(self) -> dict[int, int]:
+        if self._own_host:
+            from .runtimes.loopback import allocate_address
+
+            self.host = allocate_address([])
+            try:
+                await self._listen()
+            except OSError:  # this system has no loopback address but 127.0.0.1
+                self._release_host()
+                self.host = "127.0.0.1"
+                await self._listen()
+        else:
+            await self._listen()
+        logger.info("port-forwarding pod %s: %s", self.pod,
+                    ", ".join(f"{self.host}:{lp} -> {rp}" for rp, lp in self.local.items()))
+        return dict(self.local)
+
+    async def _listen(self):
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
         for remote in self.ports:
             server = await asyncio.start_server(
                 lambda r, w, remote=remote: self._accept(r, w, remote), self.host, 0)
             self._servers.append(server)
             self.local[remote] = server.sockets[0].getsockname()[1]
-        logger.info("port-forwarding pod %s: %s", self.pod,
-                    ", ".join(f"{self.host}:{lp} -> {rp}" for rp, lp in self.local.items()))
-        return dict(self.local)
+
+    def _release_host(self):
+        if self._own_host and self.host:
+            from .runtimes.loopback import release_address
+
+            release_address(self.host)
 
     def address(self, remote_port: int, scheme: str = "tcp") -> str:
         return f"{scheme}://{self.host}:{self.local[remote_port]}"
@@ -116,6 +142,7 @@ class PortForwarder:
             with suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
         self._servers.clear()
+        self._release_host()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):

@@ -8,6 +8,7 @@ are taken but not listening)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import urllib.request
 import uuid
@@ -72,8 +73,8 @@ async def test_forced_port_forward_computes_serves_the_dashboard_and_leaves_noth
     name = cluster.name
     try:
         scheme, host, port = split_address(cluster.scheduler_address)
-        assert (scheme, host) == ("tcp", "127.0.0.1"), cluster.scheduler_address
-        assert cluster.forwarder is not None and cluster.forwarder.local[8786] == port
+        assert scheme == "tcp" and ipaddress.ip_address(host).is_loopback, cluster.scheduler_address
+        assert cluster.forwarder is not None and (cluster.forwarder.host, cluster.forwarder.local[8786]) == (host, port)
         svc = await runtime.read_service(name)
         assert cluster.scheduler.address == f"tcp://{svc['spec']['clusterIP']}:8786"  # what the workers use
         await cluster.wait_for_workers(1, timeout=WORKERS_UP)
@@ -82,7 +83,7 @@ async def test_forced_port_forward_computes_serves_the_dashboard_and_leaves_noth
             big = await client.submit(lambda n: b"x" * n, 50_000_000)
             assert len(big) == 50_000_000
         link = cluster.dashboard_link
-        assert link.startswith(f"http://127.0.0.1:{cluster.forwarder.local[8787]}/"), link
+        assert link.startswith(f"http://{host}:{cluster.forwarder.local[8787]}/"), link
         status, body = await asyncio.to_thread(fetch, link)
         assert status == 200 and "Dask" in body
         ports = dict(cluster.forwarder.local)
@@ -91,7 +92,7 @@ async def test_forced_port_forward_computes_serves_the_dashboard_and_leaves_noth
         await cluster.close()
     assert cluster.forwarder is None
     for p in ports.values():
-        assert closed("127.0.0.1", p), f"port {p} still listens after close()"
+        assert closed(host, p), f"port {p} still listens after close()"
     try:
         await wait_until(lambda: no_pods(runtime, cluster_selector(name)),
                          60, what="pods deleted")
@@ -200,18 +201,20 @@ async def test_forwarder_pipes_bytes_both_ways_and_closes_its_listeners():
 
     fwd = PortForwarder(dial, "p", [8786])
     local = (await fwd.start())[8786]
-    assert fwd.address(8786, "tls") == f"tls://127.0.0.1:{local}"
+    # an address of its own (Linux): the dashboard proxy's allow-list admits this forwarder, not all of 127.0.0.1
+    assert fwd.host != "127.0.0.1" and ipaddress.ip_address(fwd.host).is_loopback
+    assert fwd.address(8786, "tls") == f"tls://{fwd.host}:{local}"
     for payload in (b"hello", b"x" * 3_000_000):
-        reader, writer = await asyncio.open_connection("127.0.0.1", local)
+        reader, writer = await asyncio.open_connection(fwd.host, local)
         writer.write(payload)
         writer.write_eof()
         assert await asyncio.wait_for(reader.read(), 30) == payload
         writer.close()
     assert dials == [("p", 8786), ("p", 8786)] and fwd.connections == 2
     await fwd.close()
-    assert closed("127.0.0.1", local)
+    assert closed(fwd.host, local)
 
-    bad = PortForwarder(dial, "gone", [8786])
+    bad = PortForwarder(dial, "gone", [8786], host="127.0.0.1")
     local = (await bad.start())[8786]
     reader, writer = await asyncio.open_connection("127.0.0.1", local)
     assert await asyncio.wait_for(reader.read(), 10) == b""  # the connection ends

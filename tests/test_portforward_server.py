@@ -5,11 +5,13 @@ Skipped when the real API server binaries are not built (`make kube-binaries`), 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import uuid
 from pathlib import Path
 
 import pytest
+import tornado.httpclient
 import yaml
 from distributed import Client
 
@@ -54,7 +56,7 @@ def namespace(real_control_plane, request, tmp_path):
 def jp_server_config(real_control_plane, namespace, username, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", real_control_plane.user_kubeconfig_for(namespace))
     return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_dask_kube": True}},
+        "ServerApp": {"jpserver_extensions": {"jupyter_dask_kube": True, "jupyter_server_proxy": True}},
         "DaskKube": {"backend": "kubernetes", "templates": {"tiny": tiny_template()}, "port_forward": "always"},
     }
 
@@ -65,28 +67,42 @@ def objects_in(cp, namespace) -> dict:
             "services": [s.metadata.name for s in api.list_namespaced_service(namespace).items]}
 
 
-def listening(port: int) -> bool:
+def listening(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
-async def test_the_card_shows_the_forwarded_address_and_it_works(jp_fetch, real_control_plane, namespace):
+async def fetch(url, headers):
+    client = tornado.httpclient.AsyncHTTPClient()
+    return await client.fetch(url, headers=headers, raise_error=False, follow_redirects=False)
+
+
+async def test_the_card_shows_the_forwarded_address_and_it_works(jp_fetch, jp_http_port, jp_auth_header,
+                                                                 real_control_plane, namespace):
     code, model = await rest_call(jp_fetch, "POST", "clusters", body={"template": "tiny", "workers": 1}, expect=201)
     cid = model["id"]
     model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, timeout=180,
                              what="1 worker, reached through port-forward")
     address = model["scheduler_address"]
-    assert address.startswith("tcp://127.0.0.1:"), address
-    port = int(address.rsplit(":", 1)[1])
-    assert "/proxy/127.0.0.1:" in model["dashboard_link"], model["dashboard_link"]  # the forwarded dashboard port
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    port = int(port)
+    assert ipaddress.ip_address(host).is_loopback and host != "127.0.0.1", address  # the forwarder's own address
+    assert f"/proxy/{host}:" in model["dashboard_link"], model["dashboard_link"]  # the forwarded dashboard port
     async with Client(address, asynchronous=True) as client:  # what the card's address gives a notebook
         assert await client.submit(sum, [2, 3]) == 5
+    # the dashboard through jupyter-server-proxy: its allow-list admits the forwarder's own address only
+    server = f"http://localhost:{jp_http_port}"
+    resp = await fetch(server + model["dashboard_link"], jp_auth_header)
+    assert resp.code == 200 and b"Dask" in resp.body, resp.code
+    dport = model["dashboard_link"].split(f"/proxy/{host}:", 1)[1].split("/")[0]
+    resp = await fetch(server + model["dashboard_link"].replace(f"/proxy/{host}:", "/proxy/127.0.0.1:"), jp_auth_header)
+    assert resp.code == 403, (resp.code, dport)
     resp = await jp_fetch("dask-kube", "api", "clusters", cid, method="DELETE")
     assert resp.code == 204
     await wait_until(lambda: objects_in(real_control_plane, namespace) == {"pods": [], "services": []}, 120,
                      interval=0.5, what="the cluster's pods and Service to be gone from the API server")
-    await wait_until(lambda: not listening(port), 30, what=f"the forwarded port {port} to close")
+    await wait_until(lambda: not listening(host, port), 30, what=f"the forwarded port {port} to close")
 
 
 @pytest.mark.without_port_forward
