@@ -3,7 +3,7 @@
 One cluster (1 worker, nanny) on the real kube-apiserver v1.20.2 (``python -m jupyter_dask_kube.testing --real``,
 default) or on the emulator (``--target emulator``), made with ``port_forward="always"``: the same scheduler is
 then reachable two ways from this process, directly (the Service's clusterIP, which the node agent proxies as
-kube-proxy would) and through the forwarder (127.0.0.1 -> the official client's pods/portforward WebSocket ->
+kube-proxy would) and through the forwarder (its loopback listener -> the official client's pods/portforward WebSocket ->
 API server -> the node agent's kubelet port -> the pod). Per run, alternating which route goes first:
 - connect: ``Client(address)`` until it is connected (a new forwarded connection is a new WebSocket upgrade);
 - round trips: N sequential ``client.submit(inc, i).result()`` (small tasks, latency-bound);

@@ -570,11 +570,14 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
         if self.deploy_mode != "remote" or not hasattr(self.runtime, "open_port_forward") \
                 or (mode == "auto" and getattr(self.runtime, "inside_cluster", False)):
             mode = "never"  # nothing to forward through, or in a pod: the Service is reachable (or nothing is)
+        # a cluster of this runtime needed a port-forward already (this process is outside the cluster): skip
+        # the wait for a direct route, which is still tried first
+        hinted = mode == "auto" and getattr(self.runtime, "port_forward_needed", False)
         if mode != "always":
             if await self._answers(address, remaining if mode == "never" else min(remaining, FORWARD_AFTER)):
                 return address
             loop = asyncio.get_running_loop()
-            if mode == "never" or self._forward_refused or running_for < FORWARD_AFTER \
+            if mode == "never" or self._forward_refused or (running_for < FORWARD_AFTER and not hinted) \
                     or loop.time() < self._next_forward_try:
                 return None
             self._next_forward_try = loop.time() + FORWARD_AFTER
@@ -586,6 +589,8 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
             return address
         logger.info("cluster %s: scheduler reached through port-forward at %s (%s is not reachable from here)",
                     self.name, forwarded, address)
+        if mode == "auto":
+            self.runtime.port_forward_needed = True
         return forwarded
 
     async def _forwarded_address(self, pod_name: str, address: str) -> str | None:
