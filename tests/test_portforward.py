@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 import urllib.request
 import uuid
 
@@ -34,6 +35,25 @@ def closed(host: str, port: int) -> bool:
 def fetch(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=30) as r:
         return r.status, r.read().decode("utf-8", "replace")
+
+
+def closed_port_error(kubeconfig: str, pod: str, namespace: str) -> str:
+    """What the official client's port-forward reports for a port of the pod that nothing listens on."""
+    from kubernetes import client, config
+    from kubernetes.stream import portforward
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    try:
+        pf = portforward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports="9")
+        sock = pf.socket(9)
+        sock.settimeout(30)
+        assert sock.recv(100) == b""  # nothing comes: the stream ends
+        deadline = time.monotonic() + 30
+        while pf.error(9) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return pf.error(9) or ""
+    finally:
+        api.api_client.close()
 
 
 async def left_on_api_server(runtime, name: str) -> str | None:
@@ -88,6 +108,10 @@ async def test_forced_port_forward_computes_serves_the_dashboard_and_leaves_noth
         assert status == 200 and "Dask" in body
         ports = dict(cluster.forwarder.local)
         assert cluster.forwarder.connections >= 3
+        # a port nothing listens on: the kubelet's error channel says so, the stream ends (official client, raw)
+        err = await asyncio.to_thread(closed_port_error, kube_target.kubeconfig, f"{name}-scheduler",
+                                      kube_target.namespace)
+        assert "error forwarding port 9" in err and "refused" in err.lower(), err
     finally:
         await cluster.close()
     assert cluster.forwarder is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
 import ssl
 
 import aiohttp.web
@@ -139,7 +140,9 @@ class KubeletServer:
         try:
             reader, writer = await asyncio.open_connection(ip, port)
         except OSError as e:
-            await ws.send_bytes(bytes((2 * i + 1,)) + f"error forwarding port {port} to pod {pod}: {e}".encode())
+            why = (os.strerror(e.errno) if e.errno else str(e)).lower()  # "connection refused", as Go words it
+            await ws.send_bytes(bytes((2 * i + 1,)) +
+                                f"error forwarding port {port} to pod {pod}: dial tcp {ip}:{port}: connect: {why}".encode())
             await ws.close()
             return
         writers[i] = writer
@@ -157,8 +160,10 @@ class KubeletServer:
             await ws.close()
 
 
-#: The kubelet's websocket port-forward protocols (binary channels); a client asking none gets binary too.
-PORT_FORWARD_PROTOCOLS = ("v4.channel.k8s.io", "portforward.k8s.io")
+#: The kubelet's binary websocket port-forward protocol; a client asking none gets binary channels too (as the
+#: kubelet's wsstream does). Not served: v4.base64.channel.k8s.io, and SPDY (portforward.k8s.io, also tunnelled
+#: over a WebSocket by kubectl >= 1.31).
+PORT_FORWARD_PROTOCOLS = ("v4.channel.k8s.io",)
 
 
 def parse_ports(values: list[str]) -> list[int] | str:
