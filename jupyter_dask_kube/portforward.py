@@ -126,7 +126,7 @@ class PortForwarder:
             try:
                 await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
             finally:
-                up_writer.close()
+                await _hang_up(up_reader, up_writer)
         finally:
             writer.close()
 
@@ -143,6 +143,20 @@ class PortForwarder:
                 await asyncio.wait_for(server.wait_closed(), 5)
         self._servers.clear()
         self._release_host()
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float = 1.0):
+    """End the stream's side gracefully: EOF first, then wait (briefly) for the other side to close. Closing with
+    unread bytes would reset the connection, which kills the client's port-forward thread before it closes its
+    WebSocket (the API server's connection would then linger)."""
+    with suppress(Exception):
+        if not writer.is_closing() and writer.can_write_eof():
+            writer.write_eof()
+        async def drain():
+            while await reader.read(1 << 16):
+                pass
+        await asyncio.wait_for(drain(), timeout)
+    writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):

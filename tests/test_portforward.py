@@ -192,6 +192,17 @@ async def test_auto_detects_an_unreachable_service_and_port_forwards(unreachable
                 assert (await client.scheduler.identity())["type"] == "Scheduler"
             status, body = await asyncio.to_thread(fetch, cluster.dashboard_link)
             assert status == 200
+            # attached by name (the card's snippet in a kernel outside the cluster): forwarded too, by its own
+            # listeners; closing it lets go and stops them, the cluster stays
+            other = await KubeCluster.from_name(cluster.name, asynchronous=True)
+            try:
+                assert other.forwarder is not None and other.scheduler_address != cluster.scheduler_address
+                async with Client(other, asynchronous=True) as client:
+                    assert (await client.scheduler.identity())["type"] == "Scheduler"
+            finally:
+                await other.close()
+            assert closed(*split_address(other.scheduler_address)[1:])
+            assert await runtime.read_pod(f"{cluster.name}-scheduler") is not None
         finally:
             await cluster.close()
         await wait_until(lambda: no_pods(runtime, "app.kubernetes.io/name=dask"), 60, what="pods deleted")
