@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 
 from .lifetimes import parse_lifetime_annotations
 from .naming import current_user, is_dns_label, safe_label_value, scheduler_pod_name, service_name
@@ -46,6 +47,17 @@ def service_address(svc: dict, namespace: str) -> str:
     ip = (svc.get("spec") or {}).get("clusterIP")
     host = ip if ip and ip != "None" else f"{svc['metadata']['name']}.{namespace}"
     return f"tcp://{host}:{SCHEDULER_PORT}"
+
+
+def connect_code(name: str, namespace: str) -> str:
+    """What a notebook runs to get the cluster object itself (scale, adapt, logs), attached by name; the
+    namespace is spelled out because the kernel's default one (its kubeconfig's, or its pod's) may differ."""
+    return (
+        "from jupyter_dask_kube import KubeCluster\n"
+        f"cluster = KubeCluster.from_name({json.dumps(name)}, namespace={json.dumps(namespace)})\n"
+        "client = cluster.get_client()\n"
+        "client"
+    )
 
 
 def _schedulers(pods: list[dict]) -> list[dict]:

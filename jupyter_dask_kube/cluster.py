@@ -49,6 +49,7 @@ from .objects import (
     resource_warnings,
 )
 from .podcache import PodCache
+from .portforward import PortForwarder, port_forward_mode, split_address
 from .podlogs import cluster_pod_logs
 from .podstatus import (
     final_event,
@@ -61,7 +62,9 @@ from .podstatus import (
     readable_problem,
 )
 from .runtimes import PodRuntime, RuntimeAPIError, make_runtime
+from .runtimes.base import readable_error
 from .lifetimes import apply_lifetime, lifetime_annotations, parse_lifetime_annotations
+from .statuswatch import PolledWorkerStatus
 from .templates import load_pod, template_from_dask_config
 
 logger = logging.getLogger(__name__)
@@ -77,6 +80,9 @@ FAILURE_WINDOW = 120.0
 SCHEDULER_SYNC_INTERVAL = 30  # seconds between SpecCluster's cluster-info RPCs to the scheduler
 # While pods wait for a node: seconds between looks at their events (the autoscaler's NotTriggerScaleUp).
 EVENT_CHECK_INTERVAL = 5.0
+# port-forward auto: how long a Running scheduler may refuse direct connections (it may still be starting)
+# before a port-forward is tried, and between tries.
+FORWARD_AFTER = 1.0
 
 
 class PodStartError(RuntimeError):
@@ -84,7 +90,8 @@ class PodStartError(RuntimeError):
 
 
 class SchedulerPod(ProcessInterface):
-    """The scheduler as a pod with a Service in front; ``address`` is the Service's clusterIP."""
+    """The scheduler as a pod with a Service in front; ``address`` is the Service's clusterIP (what workers
+    use); ``external_address``, when set, is the port-forwarded address this process reaches it by."""
 
     def __init__(self, cluster: KubeCluster, adopt: bool = False):
         self._cluster = weakref.ref(cluster)
@@ -123,7 +130,8 @@ class SchedulerPod(ProcessInterface):
 
     async def start(self):
         await self.create()
-        await self.cluster._wait_scheduler_ready(self.name, self.address)
+        reached = await self.cluster._wait_scheduler_ready(self.name, self.address)
+        self.external_address = reached if reached and reached != self.address else None
         await super().start()
 
     async def close(self):
@@ -176,7 +184,7 @@ class KubeAdaptive(Adaptive):
             await f
 
 
-class KubeCluster(SpecCluster):
+class KubeCluster(SpecCluster, PolledWorkerStatus):
     """A Dask cluster whose scheduler and workers are pods made from a pod template.
 
     ``KubeCluster.from_yaml('worker-spec.yml'); cluster.scale(10); cluster.adapt(minimum=1, maximum=100)``
@@ -211,6 +219,7 @@ class KubeCluster(SpecCluster):
         network_policy: bool | None = None,
         network_policy_client_selector: dict | None = None,
         client_namespace: str | None = None,
+        port_forward: str | bool | None = None,
         **kwargs,
     ):
         if pod_template is None and adopt:
@@ -260,8 +269,17 @@ class KubeCluster(SpecCluster):
             else dask.config.get("kubernetes.network-policy-client-selector", None))
         # The notebook pod's namespace, when it is not the cluster's (a namespace per user): the downward API's.
         self.client_namespace = client_namespace if client_namespace is not None else os.environ.get("POD_NAMESPACE")
+        #: auto | always | never: reach the scheduler through the API server (pods/portforward) when this process
+        #: cannot reach the Service (a kubeconfig outside the cluster). See portforward.py.
+        self.port_forward = port_forward_mode(
+            port_forward if port_forward is not None else dask.config.get("kubernetes.port-forward", "auto"))
+        self.forwarder: PortForwarder | None = None
+        self._forward_refused: str | None = None
         self._adopt = adopt
         self._n_workers = n_workers
+        # An attached cluster must not take the scheduler's one worker-status subscription from the cluster's
+        # owner (statuswatch.py): it polls.
+        self.poll_worker_status = adopt
 
         if runtime is None:
             runtime = make_runtime(backend, namespace)
@@ -492,8 +510,9 @@ class KubeCluster(SpecCluster):
             logger.debug("cluster %s: cannot read events of %s: %s", self.name, pod_name, err)
             return None
 
-    async def _wait_scheduler_ready(self, pod_name: str, address: str):
-        """Until the scheduler pod runs and its port answers; raise its reason if it cannot start.
+    async def _wait_scheduler_ready(self, pod_name: str, address: str) -> str:
+        """Until the scheduler pod runs and its port answers; raise its reason if it cannot start. Returns the
+        address that answered: ``address``, or a port-forwarded one (see ``_reach_scheduler``).
 
         A pod waiting for a node is not a failure: the wait goes on, with the reason in ``waiting``, up to
         ``start_timeout``, unless the autoscaler says it will not add one (NotTriggerScaleUp)."""
@@ -501,6 +520,8 @@ class KubeCluster(SpecCluster):
         started = loop.time()
         waited_for_node = False
         next_event_check = 0.0
+        running_since = None
+        self._next_forward_try = 0.0
 
         def state():
             pod = self.pod_cache.pods.get(pod_name)
@@ -534,15 +555,21 @@ class KubeCluster(SpecCluster):
                         raise PodStartError(f"{summary['reason']}: {summary['message']} (scheduler pod {pod_name}; "
                                             f"no node for it within {limit:.0f}s)")
                     phase = (pod or {}).get("status", {}).get("phase", "missing")
+                    if kind == "running" and self._forward_refused:
+                        raise PodStartError(f"the scheduler at {address} is not reachable from here, and port-forward "
+                                            f"through the API server was refused: {self._forward_refused}")
+                    if kind == "running":
+                        raise PodStartError(f"scheduler pod {pod_name} runs but {address} did not answer within "
+                                            f"{limit:.0f}s")
                     raise PodStartError(f"scheduler pod {pod_name} did not start within {limit:.0f}s (phase {phase})")
                 if kind == "running":
-                    try:  # the pod runs: wait for the scheduler to listen, without polling the API
-                        comm = await connect(address, timeout=min(2.0, max(remaining, 0.1)))
-                        await comm.close()
-                        return
-                    except OSError:
-                        await asyncio.sleep(0.05)
-                        continue
+                    # the pod runs: wait for the scheduler to listen, without polling the API
+                    running_since = running_since if running_since is not None else loop.time()
+                    reached = await self._reach_scheduler(pod_name, address, remaining, loop.time() - running_since)
+                    if reached:
+                        return reached
+                    await asyncio.sleep(0.05)
+                    continue
                 wait = remaining
                 if kind == "waiting":
                     if loop.time() >= next_event_check:
@@ -557,6 +584,75 @@ class KubeCluster(SpecCluster):
                     pass
         finally:
             self.waiting = None
+
+    async def _answers(self, address: str, timeout: float) -> bool:
+        """Whether a Dask comm to ``address`` opens (the scheduler listens and answers)."""
+        try:
+            comm = await connect(address, timeout=min(2.0, max(timeout, 0.1)))
+        except OSError:
+            return False
+        await comm.close()
+        return True
+
+    async def _reach_scheduler(self, pod_name: str, address: str, remaining: float, running_for: float) -> str | None:
+        """The address by which this process reaches the running scheduler, or None (not yet).
+
+        Directly (the Service) unless ``port_forward`` is "always"; "auto" tries a port-forward when a scheduler
+        that has run for ``FORWARD_AFTER`` still does not answer directly (a kubeconfig outside the cluster cannot
+        reach clusterIPs), and keeps it only if the direct route still fails once the forwarded one answers."""
+        mode = self.port_forward
+        if self.deploy_mode != "remote" or not hasattr(self.runtime, "open_port_forward") \
+                or (mode == "auto" and getattr(self.runtime, "inside_cluster", False)):
+            mode = "never"  # nothing to forward through, or in a pod: the Service is reachable (or nothing is)
+        # a cluster of this runtime needed a port-forward already (this process is outside the cluster): skip
+        # the wait for a direct route, which is still tried first
+        hinted = mode == "auto" and getattr(self.runtime, "port_forward_needed", False)
+        if mode != "always":
+            if await self._answers(address, remaining if mode == "never" else min(remaining, FORWARD_AFTER)):
+                return address
+            loop = asyncio.get_running_loop()
+            if mode == "never" or self._forward_refused or (running_for < FORWARD_AFTER and not hinted) \
+                    or loop.time() < self._next_forward_try:
+                return None
+            self._next_forward_try = loop.time() + FORWARD_AFTER
+        forwarded = await self._forwarded_address(pod_name, address)
+        if forwarded is None or not await self._answers(forwarded, remaining):
+            return None
+        if mode == "auto" and await self._answers(address, min(remaining, FORWARD_AFTER)):
+            await self._close_forwarder()  # the scheduler had only just started listening: direct works after all
+            return address
+        logger.info("cluster %s: scheduler reached through port-forward at %s (%s is not reachable from here)",
+                    self.name, forwarded, address)
+        if mode == "auto":
+            self.runtime.port_forward_needed = True
+        return forwarded
+
+    async def _forwarded_address(self, pod_name: str, address: str) -> str | None:
+        """Start (once) local listeners port-forwarding to the scheduler pod's comm and dashboard ports; their
+        comm address. A refused port-forward: PodStartError ("always"), or remembered and None ("auto")."""
+        if self.forwarder is None:
+            try:  # one stream first: an API server that refuses (RBAC) says so here, in its own words
+                sock = await self.runtime.open_port_forward(pod_name, SCHEDULER_PORT)
+                sock.close()
+            except RuntimeAPIError as err:
+                if err.status == 0:
+                    return None  # unreachable for now: try again later
+                reason = readable_error(err)
+                if self.port_forward == "always":
+                    raise PodStartError(f"cannot port-forward to the scheduler pod {pod_name}: {reason}") from None
+                self._forward_refused = reason
+                logger.warning("cluster %s: %s is not reachable and port-forward was refused: %s", self.name, address,
+                               reason)
+                return None
+            fwd = PortForwarder(self.runtime.open_port_forward, pod_name, [SCHEDULER_PORT, DASHBOARD_PORT])
+            await fwd.start()
+            self.forwarder = fwd
+        return self.forwarder.address(SCHEDULER_PORT, split_address(address)[0])
+
+    async def _close_forwarder(self):
+        fwd, self.forwarder = self.forwarder, None
+        if fwd is not None:
+            await fwd.close()
 
     def _on_pod_event(self, etype: str, pod: dict):
         meta = pod["metadata"]
@@ -675,6 +771,8 @@ class KubeCluster(SpecCluster):
             port = self.scheduler_info["services"]["dashboard"]
         except (KeyError, AttributeError, TypeError):
             return ""
+        if self.forwarder is not None:  # the local listener that forwards to the pod's dashboard port
+            port = self.forwarder.local.get(port, port)
         host = self.scheduler_host
         return format_link(host, port, base_url=base_url) if host else ""
 
@@ -745,7 +843,8 @@ class KubeCluster(SpecCluster):
         return logs
 
     async def _release(self):
-        """Stop watching and drop connections; pods are not touched."""
+        """Stop watching and drop connections (and port-forward listeners); pods are not touched."""
+        await self._close_forwarder()
         if self._unsubscribe:
             self._unsubscribe()
             self._unsubscribe = None
@@ -768,6 +867,7 @@ class KubeCluster(SpecCluster):
     async def _close(self):
         if self.status == Status.closed:
             return
+        await self._stop_polling()
         if self._delete_on_close and self.status != Status.created:
             with suppress(AttributeError):
                 self._adaptive.stop()

@@ -6,7 +6,7 @@ import os
 
 import dask.config
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Callable, Dict, Float, Int, List, Unicode, Union
+from traitlets import Bool, Callable, CaselessStrEnum, Dict, Float, Int, List, Unicode, Union
 
 from .backends.pods import PodBackend
 from .dashboard import host_allowlist
@@ -81,6 +81,12 @@ class DaskKube(ExtensionApp):
         "auto", config=True,
         help="The notebook pod that owns the clusters (they go when it goes): auto = POD_NAME, else HOSTNAME when "
         "in a Kubernetes pod; '' = off; anything else = the pod's name.",
+    )
+    port_forward = CaselessStrEnum(
+        ["", "auto", "always", "never"], "", config=True,
+        help="auto | always | never: reach schedulers through the API server (pods/portforward) when their Service "
+        "cannot be reached from this server (one running outside the cluster, with a kubeconfig). '' = the dask "
+        "config kubernetes.port-forward (default auto).",
     )
     start_timeout = Float(600, config=True, help="Seconds a cluster's pods may wait for a node (Unschedulable: a cluster "
                           "autoscaler may add one) before its start fails; it fails at once when nothing can change.")
@@ -178,6 +184,7 @@ class DaskKube(ExtensionApp):
             name_template=self.name_template,
             idle_timeout=self.idle_timeout,
             start_timeout=self.start_timeout,
+            port_forward=self.port_forward or None,
             base_url=self.serverapp.base_url,
             options_handler=self.options_handler,
             template_problems=problems,

@@ -17,6 +17,7 @@ from distributed.core import Status
 
 from ._version import __version__
 from .access import Limits, audience, limits_for, visible
+from .attach import connect_code
 from .bodies import ApiError, CreateRequest
 from .cluster import ANNOTATION_WORKER_TEMPLATE, KubeCluster
 from .objects import (
@@ -111,6 +112,7 @@ class ClusterManager:
         name_template: str | None = None,
         idle_timeout: float = 0,
         start_timeout: float | None = None,
+        port_forward: str | None = None,
         base_url: str = "/",
         options_handler=None,
         template_problems: list[str] | None = None,
@@ -135,6 +137,7 @@ class ClusterManager:
         self.name_template = name_template
         self.idle_timeout = idle_timeout or 0
         self.start_timeout = start_timeout
+        self.port_forward = port_forward  # None: dask config kubernetes.port-forward
         self.base_url = base_url
         self.options_handler = options_handler
         self.template_problems = list(template_problems or []) + self._unsized_templates()
@@ -256,6 +259,7 @@ class ClusterManager:
             username=self.username,
             asynchronous=True,
             shutdown_on_close=False,
+            port_forward=self.port_forward,
         )
         cores, memory = _per_worker(ClusterTemplate(name, name, "", False, worker_template))
         rec = ClusterRecord(
@@ -467,6 +471,7 @@ class ClusterManager:
                 network_policy=self.network_policy,
                 network_policy_client_selector=self.network_policy_client_selector,
                 client_namespace=self.owner_namespace,
+                port_forward=self.port_forward,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
@@ -625,6 +630,8 @@ class ClusterManager:
             "warnings": list(rec.warnings) + self._recent_losses(c),
             "expires": rec.expires.isoformat() if rec.expires else None,
             "keep": rec.keep,
+            **({"connect_code": connect_code(rec.id, self.runtime.namespace)}
+               if self.runtime.backend == "kubernetes" else {}),
         }
 
     @staticmethod

@@ -28,6 +28,13 @@ CALLS: tuple[Call, ...] = (
     Call("delete_namespaced_pod", "delete", "pods", why="scale down, close"),
     Call("patch_namespaced_pod", "patch", "pods", why="re-adoption state in scheduler pod annotations"),
     Call("read_namespaced_pod_log", "get", "pods", "log", why="a failed pod's last lines as its reason"),
+    # Port-forward to a scheduler whose Service this process cannot reach (a server or kernel outside the cluster,
+    # with a kubeconfig): the client's WebSocket upgrade is a GET; API servers from 1.30 on
+    # (AuthorizePodWebsocketUpgradeCreatePermission) also require "create", which kubectl's SPDY POST needs anyway.
+    Call("connect_get_namespaced_pod_portforward", "get", "pods", "portforward",
+         why="reach the scheduler from outside the cluster (port-forward)"),
+    Call("connect_get_namespaced_pod_portforward", "create", "pods", "portforward",
+         why="the same, on API servers that authorize WebSocket upgrades as create"),
     Call("create_namespaced_service", "create", "services", why="the scheduler's Service"),
     Call("read_namespaced_service", "get", "services", why="a create that raced"),
     Call("list_namespaced_service", "list", "services", why="half-made clusters, orphans"),

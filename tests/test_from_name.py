@@ -175,14 +175,72 @@ async def test_the_panel_snippet_attaches_by_name(jp_fetch, username, runtime):
     cid = model["id"]
     model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, what="1 worker")
     snippet = panel_snippet(model)
-    assert snippet.startswith("from jupyter_dask_kube import KubeCluster\n") and f'from_name("{cid}")' in snippet
-    assert 'Client("tcp://' in panel_snippet({**model, "backend": "local"})  # local clusters: by address
+    # the server gives the snippet (connect_code, with the namespace spelled out); the panel inserts it as is
+    assert snippet == model["connect_code"]
+    assert snippet.startswith("from jupyter_dask_kube import KubeCluster\n")
+    assert f'from_name("{cid}", namespace="{runtime.namespace}")' in snippet
+    local = {k: v for k, v in model.items() if k != "connect_code"}
+    assert 'Client("tcp://' in panel_snippet({**local, "backend": "local"})  # local clusters: by address
     seen = await asyncio.to_thread(run_python, snippet + textwrap.dedent("""
         import json
+        cluster.scale(2)  # the cluster object itself: it scales
+        cluster.wait_for_workers(2, timeout=120)
         print(json.dumps({"name": cluster.name, "address": cluster.scheduler_address,
-                          "sum": client.submit(sum, [1, 2]).result(), "attached": not cluster.shutdown_on_close}))
+                          "sum": client.submit(sum, [1, 2]).result(), "attached": not cluster.shutdown_on_close,
+                          "workers": len(cluster.scheduler_info["workers"])}))
         client.close()
         cluster.close()
     """))
-    assert seen == {"name": cid, "address": model["scheduler_address"], "sum": 3, "attached": True}
+    assert seen == {"name": cid, "address": model["scheduler_address"], "sum": 3, "attached": True, "workers": 2}
+    # the server's card follows what the kernel did
+    await wait_model(jp_fetch, cid, lambda m: m["workers"] == 2, what="the card to count the kernel's worker")
     await wait_model(jp_fetch, cid, lambda m: m["status"] == "running", what="still running after the kernel closed")
+    await rest_call(jp_fetch, "DELETE", "clusters", cid, expect=204)
+    await wait_until(lambda: no_pods(runtime, cluster_selector(cid)), 60, what="pods deleted")
+
+
+async def test_an_attached_kernel_does_not_freeze_the_servers_worker_count(jp_fetch, username, runtime):
+    """The scheduler keeps ONE worker-status subscriber: a kernel attaching by name must not take it from the
+    server, whose card would stop following the workers. The kernel runs the card's snippet and stays attached
+    while the server scales; both views must follow."""
+    code, model = await rest_call(jp_fetch, "POST", "clusters", body={"template": "tiny", "workers": 1}, expect=201)
+    cid = model["id"]
+    model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, what="1 worker")
+    path = os.pathsep.join([ROOT, os.path.join(ROOT, "tests"), os.environ.get("PYTHONPATH", "")])
+    kernel = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", model["connect_code"] + textwrap.dedent("""
+            import json, sys, time
+            print(json.dumps({"attached": cluster.name, "sum": client.submit(sum, [1, 2]).result()}), flush=True)
+            sys.stdin.readline()  # the server scales to 2 meanwhile
+            deadline = time.time() + 60
+            while len(cluster.scheduler_info["workers"]) != 2 and time.time() < deadline:
+                time.sleep(0.1)
+            print(json.dumps({"workers": len(cluster.scheduler_info["workers"]),
+                              "sum": client.submit(sum, [3, 4]).result()}), flush=True)
+            client.close()
+            cluster.close()
+        """),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    try:
+        line = await asyncio.wait_for(kernel.stdout.readline(), 120)
+        assert json.loads(line or b"null") == {"attached": cid, "sum": 3}, (await kernel.stderr.read())[-3000:]
+        await rest_call(jp_fetch, "PATCH", "clusters", cid, body={"workers": 2}, expect=200)
+        # the server's own view follows: its subscription was not replaced by the kernel's
+        await wait_model(jp_fetch, cid, lambda m: m["workers"] == 2 and m["status"] == "running", 120,
+                         what="the server's card to count 2 workers while a kernel is attached")
+        await rest_call(jp_fetch, "PATCH", "clusters", cid, body={"workers": 1}, expect=200)
+        await wait_model(jp_fetch, cid, lambda m: m["workers"] == 1, 120, what="the card to count 1 worker again")
+        await rest_call(jp_fetch, "PATCH", "clusters", cid, body={"workers": 2}, expect=200)
+        kernel.stdin.write(b"go\n")
+        await kernel.stdin.drain()
+        line = await asyncio.wait_for(kernel.stdout.readline(), 120)
+        assert json.loads(line or b"null") == {"workers": 2, "sum": 7}, (await kernel.stderr.read())[-3000:]
+        assert await asyncio.wait_for(kernel.wait(), 60) == 0
+    finally:
+        if kernel.returncode is None:
+            kernel.kill()
+            await kernel.wait()
+    await rest_call(jp_fetch, "DELETE", "clusters", cid, expect=204)
+    await wait_until(lambda: no_pods(runtime, cluster_selector(cid)), 60, what="pods deleted")

@@ -71,10 +71,12 @@ def test_preflight_checks_exactly_the_table():
     ([], rbac.required_permissions()),
     ([{"apiGroups": [""], "resources": ["*"], "verbs": ["*"]}], []),
     ([{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["*"]}], rbac.required_permissions()),
-    ([{"apiGroups": [""], "resources": ["pods", "services", "events"], "verbs": ["*"]}], [("pods", "log", "get")]),
+    ([{"apiGroups": [""], "resources": ["pods", "services", "events"], "verbs": ["*"]}],
+     [("pods", "log", "get"), ("pods", "portforward", "get"), ("pods", "portforward", "create")]),
     ([{"apiGroups": [""], "resources": ["pods", "pods/*", "services", "events"], "verbs": ["*"]}], []),
     ([{"apiGroups": [""], "resources": ["pods", "pods/log", "services", "events"], "verbs": ["get", "list", "watch"]}],
      [("pods", "", "create"), ("pods", "", "delete"), ("pods", "", "patch"),
+      ("pods", "portforward", "get"), ("pods", "portforward", "create"),
       ("services", "", "create"), ("services", "", "delete")]),
 ])
 def test_missing_from_honours_groups_and_wildcards(rules, missing):

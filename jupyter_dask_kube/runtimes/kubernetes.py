@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
+import re
+import socket
 import threading
+import types
+import weakref
 from collections.abc import AsyncIterator
 
 import urllib3
@@ -68,6 +73,22 @@ def _default_namespace(kubeconfig: str | None, context: str | None) -> str:
         return (active or {}).get("context", {}).get("namespace") or "default"
     except Exception:  # no usable kubeconfig: the client call will say so
         return "default"
+
+
+def _handshake_error(exc: ApiException, host: str, pod: str) -> RuntimeAPIError:
+    """The client reports a refused WebSocket upgrade as status 0 with the HTTP answer in its text
+    ("Handshake status 403 Forbidden -+-+- {headers} -+-+- b'{...Status JSON...}'"): recover the API's words."""
+    text = str(exc.reason or exc)
+    m = re.search(r"Handshake status (\d+)\s*([^-]*)", text)
+    if not m:
+        return RuntimeAPIError(0, "Unreachable", f"port-forward to pod {pod} through {host} failed: {text}")
+    status, reason, message = int(m.group(1)), m.group(2).strip().replace(" ", "") or "Error", ""
+    start, end = text.find("{", text.rfind("-+-+-")), text.rfind("}")
+    if start >= 0 and end > start:
+        with contextlib.suppress(ValueError, AttributeError):
+            body = json.loads(text[start:end + 1])  # the body as text (websocket-client >= 1.8)
+            reason, message = body.get("reason") or reason, body.get("message") or ""
+    return RuntimeAPIError(status, reason, message or f"port-forward to pod {pod} refused ({status})")
 
 
 def _api_error(exc: BaseException, host: str) -> RuntimeAPIError:
@@ -185,13 +206,16 @@ class KubernetesRuntime(PodRuntime):
         cfg = k8s.Configuration()
         # The client reads KUBECONFIG once, at import: read it now so a later setting counts.
         kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
-        if kubeconfig or not in_cluster():
+        #: In a pod with its service account: Services and pods are reachable, port-forward is never needed.
+        self.inside_cluster = not kubeconfig and in_cluster()
+        if not self.inside_cluster:
             k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
         else:
             k8s_config.load_incluster_config(client_configuration=cfg)
         # One pooled connection per thread, so parallel creates do not queue on the pool.
         cfg.connection_pool_maxsize = max_threads
         self.host = cfg.host
+        self._cfg = cfg
         self.api_client = k8s.ApiClient(configuration=cfg)
         self.core = k8s.CoreV1Api(self.api_client)
         self.authz = k8s.AuthorizationV1Api(self.api_client)
@@ -204,6 +228,11 @@ class KubernetesRuntime(PodRuntime):
         self.watch_stats: collections.Counter = collections.Counter()
         self._streams: set[_WatchStream] = set()
         self._streams_lock = threading.Lock()
+        # port-forward: the client's stream() swaps its ApiClient's request method during the call, so it gets
+        # an ApiClient of its own, one call at a time (never the shared one other threads are using)
+        self.pf = types.SimpleNamespace(core=None)  # its CoreV1Api, made on first use
+        self._pf_lock = threading.Lock()
+        self._forwards: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         super().__init__(namespace or _default_namespace(kubeconfig, context))
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -472,6 +501,34 @@ class KubernetesRuntime(PodRuntime):
                 return None
             raise
 
+    # -- port-forward ----------------------------------------------------------------------------------
+    async def open_port_forward(self, pod: str, port: int) -> socket.socket:
+        """A socket connected to ``port`` of the pod through the API server (``pods/portforward``, WebSocket).
+
+        One stream per call, as the client makes them. Refusals (RBAC, pod not running) raise
+        :class:`RuntimeAPIError` with the API server's words; a failure to reach the pod's port (nothing
+        listening) shows as the socket closing, its reason in the kubelet's error channel (logged)."""
+        from kubernetes.stream import portforward
+
+        def run():
+            with self._pf_lock:
+                if self.pf.core is None:
+                    self.pf.core = k8s.CoreV1Api(k8s.ApiClient(configuration=self._cfg))
+                pf = portforward(self.pf.core.connect_get_namespaced_pod_portforward, pod, self.namespace,
+                                 ports=str(port))
+            sock = pf.socket(port)._socket
+            # the PortForward object (its thread and websocket) lives as long as the socket is used
+            self._forwards[sock.fileno()] = pf
+            return sock
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, run)
+        except ApiException as exc:
+            raise _handshake_error(exc, self.host, pod) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _api_error(exc, self.host) from None
+
     # -- permissions -----------------------------------------------------------------------------
     async def can_i(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:
         """SelfSubjectAccessReview for one verb on one resource (core API group by default) in our namespace."""
@@ -494,5 +551,12 @@ class KubernetesRuntime(PodRuntime):
     async def close(self) -> None:
         for s in list(self._streams):
             s.shutdown()
+        for pf in list(self._forwards.values()):
+            with contextlib.suppress(Exception):
+                pf.close()
+        self._forwards.clear()
+        pf_api = self.pf.core
+        if pf_api is not None:
+            await asyncio.to_thread(pf_api.api_client.close)
         self._pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.api_client.close)

@@ -100,7 +100,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             for sub in r.subresources:
                 resources.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
                                   "kind": "Binding" if sub == "binding" else r.kind,
-                                  "verbs": {"log": ["get"], "binding": ["create"]}.get(sub, ["get", "patch", "update"])})
+                                  "verbs": {"log": ["get"], "binding": ["create"], "portforward": ["create", "get"]}
+                                  .get(sub, ["get", "patch", "update"])})
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
                 "resources": resources}
 
@@ -477,6 +478,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if key not in table:
                 raise not_found(res.plural, r.name)
             return await self._serve_log(raw, table[key])
+        if r.sub == "portforward" and res.plural == "pods":
+            if key not in table:
+                raise not_found(res.plural, r.name)
+            return await self._serve_port_forward(raw, table[key])
         if r.sub not in (None, "status"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if method == "GET":
@@ -797,9 +802,54 @@ class KubeEmulator(kmock.KubernetesEmulator):
                                       params=params, missing_ok=True)
         return aiohttp.web.Response(text=text or "", content_type="text/plain")
 
-    async def _to_kubelet(self, pod: dict, method: str, path: str, *, params: dict | None = None,
-                          json_body: dict | None = None, missing_ok: bool = False) -> Any:
-        """A request to the kubelet port of the pod's node (status.addresses InternalIP, daemonEndpoints)."""
+    # -- pods/portforward ---------------------------------------------------------------------------------
+    async def _serve_port_forward(self, raw: aiohttp.web.BaseRequest, pod: dict) -> aiohttp.web.StreamResponse:
+        """As the real API server: the upgrade goes on to the kubelet's ``/portForward/{ns}/{pod}?port=P``, and
+        the two WebSockets are joined message for message (the real one joins the two TCP streams)."""
+        if raw.headers.get("Upgrade", "").lower() != "websocket":
+            raise bad_request("Upgrade request required")
+        ports = [p for v in raw.query.getall("ports", []) for p in v.split(",") if p]
+        if not ports or not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
+            raise bad_request("at least one valid port is required (query parameter ports)")
+        if (pod.get("status") or {}).get("phase") != "Running":
+            raise bad_request(f'pod {pod["metadata"]["name"]} is not running (phase {(pod.get("status") or {}).get("phase")})')
+        ip, port = self._kubelet_endpoint(pod)
+        meta = pod["metadata"]
+        url = f"https://{ip}:{port}/portForward/{meta['namespace']}/{meta['name']}"
+        protocols = [p.strip() for p in raw.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        session = aiohttp.ClientSession()
+        try:
+            try:
+                upstream = await session.ws_connect(url, params=[("port", p) for p in ports], protocols=protocols,
+                                                    ssl=False, max_msg_size=0, autoping=True)
+            except aiohttp.WSServerHandshakeError as e:
+                raise ApiError(e.status if e.status in (400, 403, 404) else 500, "BadRequest" if e.status == 400 else
+                               "InternalError", f"error upgrading connection: {e.message}")
+            except aiohttp.ClientError as e:
+                raise ApiError(500, "InternalError", f"error dialing backend: {e}")
+            ws = aiohttp.web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else (),
+                                               max_msg_size=0, autoping=True)
+            await ws.prepare(raw)  # type: ignore[arg-type]
+
+            async def relay(src, dst):
+                try:
+                    async for msg in src:
+                        if msg.type == aiohttp.WSMsgType.BINARY:
+                            await dst.send_bytes(msg.data)
+                        elif msg.type == aiohttp.WSMsgType.TEXT:
+                            await dst.send_str(msg.data)
+                except (ConnectionError, RuntimeError):
+                    pass
+                finally:
+                    await dst.close()
+
+            await asyncio.gather(relay(upstream, ws), relay(ws, upstream))
+            return ws
+        finally:
+            await session.close()
+
+    def _kubelet_endpoint(self, pod: dict) -> tuple[str, int]:
+        """The kubelet address of the pod's node (status.addresses InternalIP, daemonEndpoints)."""
         node_name = (pod.get("spec") or {}).get("nodeName")
         node = self.get("nodes", None, node_name) if node_name else None
         if node is None:
@@ -809,6 +859,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
         port = ((nstatus.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
         if not ip or not port:
             raise bad_request(f'node "{node_name}" has no kubelet endpoint')
+        return ip, port
+
+    async def _to_kubelet(self, pod: dict, method: str, path: str, *, params: dict | None = None,
+                          json_body: dict | None = None, missing_ok: bool = False) -> Any:
+        """A request to the kubelet port of the pod's node (status.addresses InternalIP, daemonEndpoints)."""
+        ip, port = self._kubelet_endpoint(pod)
         headers = {CONTROL_HEADER: self.node_agent_token} if self.node_agent_token else {}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \

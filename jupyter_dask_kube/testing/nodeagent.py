@@ -590,6 +590,14 @@ class NodeAgent:
             raise KeyError(f'pod "{name}" is not running on this node')
         return runner.logs(name, container, tail_lines)
 
+    def pod_address(self, ns: str, name: str) -> str:
+        """The IP of a pod running here (what port-forward dials)."""
+        runner = self._runners.get(ns)
+        status = runner.status(name) if runner is not None else None
+        if not status or not status.get("podIP") or status.get("phase") != "Running":
+            raise KeyError(f'pod "{name}" is not running on this node')
+        return status["podIP"]
+
     # -- Services: kube-proxy ------------------------------------------------------------------------------
     async def _on_service(self, etype: str, svc: dict) -> None:
         meta = svc["metadata"]

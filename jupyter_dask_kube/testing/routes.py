@@ -28,7 +28,7 @@ class Res:
 
 BUILTIN_RESOURCES: dict[tuple[str, str], Res] = {
     (r.group, r.plural): r for r in [
-        Res("", "v1", "pods", "Pod", short=("po",), subresources=("status", "log", "binding")),
+        Res("", "v1", "pods", "Pod", short=("po",), subresources=("status", "log", "binding", "portforward")),
         Res("", "v1", "services", "Service", short=("svc",), subresources=("status",)),
         Res("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",), subresources=("status",),
             verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
