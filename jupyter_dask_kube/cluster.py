@@ -57,6 +57,9 @@ from .podstatus import (
     readable_problem,
 )
 from .runtimes import PodRuntime, RuntimeAPIError, make_runtime
+from .runtimes.base import readable_error
+from . import tls as tlsmod
+from .tlscerts import make_credentials, scheduler_hosts
 from .lifetimes import apply_lifetime, lifetime_annotations, parse_lifetime_annotations
 from .templates import load_pod, template_from_dask_config
 
@@ -105,11 +108,15 @@ class SchedulerPod(ProcessInterface):
             if pod is None or svc is None:
                 raise PodStartError(f"cluster {c.name} has no scheduler pod or Service to adopt")
             c._take_over(pod)
+            await c._read_credentials(pod)
         else:
             pod = await rt.create_pod(c._scheduler_manifest())
+            self.pod = pod
+            if c.tls:
+                await c._create_secret(pod)
             svc = await rt.create_service(build_service(c.name, c.username, pod))
         self.pod = pod
-        self.address = service_address(svc, rt.namespace)
+        self.address = service_address(svc, rt.namespace, c.tls)
 
     async def start(self):
         await self.create()
@@ -198,6 +205,7 @@ class KubeCluster(SpecCluster):
         keep: bool = False,
         owner_pod: dict | None = None,
         no_client_timeout: float | None = None,
+        tls: bool | None = None,
         **kwargs,
     ):
         if pod_template is None and adopt:
@@ -241,6 +249,11 @@ class KubeCluster(SpecCluster):
         )
         self._adopt = adopt
         self._n_workers = n_workers
+        #: TLS per cluster (tls.py): its own CA, credentials in a Secret owned by the scheduler pod; the owner's
+        #: client connects with ``security``. An attached cluster learns whether it has TLS from its scheduler pod.
+        #: (With deploy_mode="local" the scheduler runs in this process: no TLS, see the README.)
+        self.tls = tlsmod.tls_enabled(tls) and self.deploy_mode == "remote" and not adopt
+        self._credentials = None
 
         if runtime is None:
             runtime = make_runtime(backend, namespace)
@@ -271,6 +284,9 @@ class KubeCluster(SpecCluster):
         self.warnings = resource_warnings(self.pod_template)
         self._requested = n_workers
 
+        if self.tls and not adopt:
+            self._credentials = make_credentials(cluster_name, scheduler_hosts(cluster_name, self.namespace))
+            kwargs.setdefault("security", tlsmod.client_security(self._credentials))
         if self.deploy_mode == "remote":
             scheduler = {"cls": SchedulerPod, "options": {"cluster": self, "adopt": adopt}}
         else:
@@ -335,6 +351,8 @@ class KubeCluster(SpecCluster):
             **self.annotations,
             ANNOTATION_WORKER_TEMPLATE: json.dumps(self.pod_template, separators=(",", ":")),
         }
+        if self.tls:
+            annotations[tlsmod.ANNOTATION_TLS] = tlsmod.secret_name(self.name)
         pod = build_scheduler_pod(
             self.scheduler_pod_template,
             self.pod_template,
@@ -344,11 +362,13 @@ class KubeCluster(SpecCluster):
             idle_timeout=self.idle_timeout,
             env=self.env,
         )
+        if self.tls:
+            pod = tlsmod.mount_credentials(pod, self.name)
         return apply_lifetime(pod, expires=self.expires, no_client_timeout=self.no_client_timeout, owner=self.owner_pod)
 
     def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
         owner = self.scheduler.pod if isinstance(self.scheduler, SchedulerPod) else None
-        return build_worker_pod(
+        pod = build_worker_pod(
             self.pod_template,
             cluster_name=self.name,
             username=self.username,
@@ -357,6 +377,34 @@ class KubeCluster(SpecCluster):
             owner=owner,
             env=self.env,
         )
+        return tlsmod.mount_credentials(pod, self.name) if self.tls else pod
+
+    async def _create_secret(self, scheduler_pod: dict):
+        """The cluster's credentials as a Secret owned by its (just created) scheduler pod. The pod is made first
+        because the ownerReference needs its uid; it waits for the Secret as a kubelet waits for a missing
+        secret volume (ContainerCreating), so nothing of the cluster ever exists without an owner."""
+        secret = tlsmod.build_secret(self.name, self.username, self._credentials, owner=scheduler_pod)
+        try:
+            await self.runtime.create_secret(secret)
+        except (RuntimeAPIError, NotImplementedError) as exc:
+            raise PodStartError(f"cannot create the Secret {secret['metadata']['name']} that holds the cluster's "
+                                f"TLS credentials: {readable_error(exc)}") from exc
+
+    async def _read_credentials(self, scheduler_pod: dict):
+        """Attaching: a cluster whose scheduler pod names a TLS Secret is reached with the credentials in it."""
+        name = (scheduler_pod["metadata"].get("annotations") or {}).get(tlsmod.ANNOTATION_TLS)
+        self.tls = bool(name)
+        if not name:
+            return
+        try:
+            secret = await self.runtime.read_secret(name)
+            if secret is None:
+                raise PodStartError(f"cluster {self.name} uses TLS but its Secret {name} is not there")
+            self._credentials = tlsmod.credentials_from_secret(secret)
+        except (RuntimeAPIError, NotImplementedError, ValueError) as exc:
+            raise PodStartError(f"cannot read the TLS credentials of cluster {self.name} (Secret {name}): "
+                                f"{readable_error(exc)}") from exc
+        self.security = tlsmod.client_security(self._credentials)
 
     def _new_worker_name(self, worker_number):
         return worker_pod_name(self.name, new_worker_suffix())
@@ -503,7 +551,8 @@ class KubeCluster(SpecCluster):
                     raise PodStartError(f"scheduler pod {pod_name} did not start within {limit:.0f}s (phase {phase})")
                 if kind == "running":
                     try:  # the pod runs: wait for the scheduler to listen, without polling the API
-                        comm = await connect(address, timeout=min(2.0, max(remaining, 0.1)))
+                        comm = await connect(address, timeout=min(2.0, max(remaining, 0.1)),
+                                             **self.security.get_connection_args("client"))
                         await comm.close()
                         return
                     except OSError:
@@ -648,6 +697,13 @@ class KubeCluster(SpecCluster):
     def dashboard_link(self) -> str:
         return self.dashboard_url()
 
+    @property
+    def credentials_directory(self) -> str | None:
+        """Local runtime: the directory (0700, files 0600) of the cluster's credentials, ``ca.crt``,
+        ``client.crt`` and ``client.key``, for the owner's notebooks on this machine; else None."""
+        where = getattr(self.runtime, "secret_directory", None)
+        return where(tlsmod.secret_name(self.name)) if self.tls and where is not None else None
+
     def pod_problems(self) -> dict[str, str]:
         """Pods of this cluster that are stuck or failed, with their reason."""
         out = {}
@@ -727,6 +783,8 @@ class KubeCluster(SpecCluster):
         await asyncio.gather(
             self.runtime.delete_pods(cluster_selector(self.name), grace_period_seconds=1),
             self.runtime.delete_service(service_name(self.name)),
+            # also owned by the scheduler pod (garbage collection would take it), but keys go at once
+            *([self.runtime.delete_secret(tlsmod.secret_name(self.name))] if self.tls else []),
             return_exceptions=True,
         )
 

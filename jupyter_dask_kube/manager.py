@@ -39,6 +39,7 @@ from .lifetimes import LifetimePolicy, lifetime_annotations, parse_lifetime_anno
 from .ownerpod import OwnerPodError, find_owner_pod
 from .runtimes.base import readable_error
 from .templates import ClusterTemplate, OptionError
+from .tls import connect_code as tls_connect_code, secret_name
 from .versioncheck import readable_mismatch
 
 logger = logging.getLogger(__name__)
@@ -119,9 +120,12 @@ class ClusterManager:
         owner_namespace: str | None = None,
         groups=None,
         group_limits: dict | None = None,
+        tls: bool | None = None,
     ):
         self.runtime = runtime
         self.username = username
+        #: TLS per cluster (tls.py); None: dask config kubernetes.tls
+        self.tls = tls
         self.templates = {t.name: t for t in templates}
         self.default_template = default_template
         self.limits = self.default_limits = limits or Limits()
@@ -460,6 +464,7 @@ class ClusterManager:
                 keep=req.keep,
                 owner_pod=owner,
                 no_client_timeout=self.lifetimes.no_client_timeout,
+                tls=self.tls,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
@@ -618,7 +623,15 @@ class ClusterManager:
             "warnings": list(rec.warnings) + self._recent_losses(c),
             "expires": rec.expires.isoformat() if rec.expires else None,
             "keep": rec.keep,
+            **self._local_connect_code(rec, address),
         }
+
+    @staticmethod
+    def _local_connect_code(rec: ClusterRecord, address: str) -> dict:
+        """Local backend with TLS: the snippet the panel inserts connects with the owner-only credential
+        files (their paths only: never a key in a REST answer)."""
+        directory = rec.cluster.credentials_directory if address else None
+        return {"connect_code": tls_connect_code(address, directory)} if directory else {}
 
     @staticmethod
     def _recent_losses(c: KubeCluster, window: float = LOST_WORKER_WINDOW) -> list[str]:
@@ -702,6 +715,7 @@ class ClusterManager:
             await asyncio.gather(
                 self.runtime.delete_pods(f"{LABEL_CLUSTER}={cluster_id}"),
                 self.runtime.delete_service(cluster_id),
+                *([self.runtime.delete_secret(secret_name(cluster_id))] if rec.cluster.tls else []),
                 return_exceptions=True,
             )
         finally:

@@ -30,6 +30,11 @@ CALLS: tuple[Call, ...] = (
     Call("read_namespaced_service", "get", "services", why="a create that raced"),
     Call("list_namespaced_service", "list", "services", why="half-made clusters, orphans"),
     Call("delete_namespaced_service", "delete", "services", why="close"),
+    Call("create_namespaced_secret", "create", "secrets",
+         why="a cluster's TLS credentials, owned by its scheduler pod (c.DaskKube.tls)"),
+    Call("read_namespaced_secret", "get", "secrets",
+         why="a cluster's client credentials: re-adoption, KubeCluster.from_name, a create that raced"),
+    Call("delete_namespaced_secret", "delete", "secrets", why="close (garbage collection would too, later)"),
     Call("list_namespaced_event", "list", "events",
          why="an Unschedulable pod's events: the autoscaler's NotTriggerScaleUp fails it at once (without this "
              "permission only the start timeout applies)"),

@@ -55,11 +55,16 @@ def test_preflight_checks_exactly_the_table():
     ([], rbac.required_permissions()),
     ([{"apiGroups": [""], "resources": ["*"], "verbs": ["*"]}], []),
     ([{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["*"]}], rbac.required_permissions()),
-    ([{"apiGroups": [""], "resources": ["pods", "services", "events"], "verbs": ["*"]}], [("pods", "log", "get")]),
-    ([{"apiGroups": [""], "resources": ["pods", "pods/*", "services", "events"], "verbs": ["*"]}], []),
-    ([{"apiGroups": [""], "resources": ["pods", "pods/log", "services", "events"], "verbs": ["get", "list", "watch"]}],
+    ([{"apiGroups": [""], "resources": ["pods", "services", "events", "secrets"], "verbs": ["*"]}],
+     [("pods", "log", "get")]),
+    ([{"apiGroups": [""], "resources": ["pods", "pods/*", "services", "events", "secrets"], "verbs": ["*"]}], []),
+    ([{"apiGroups": [""], "resources": ["pods", "services", "events"], "verbs": ["*"]},
+      {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}],
+     [("secrets", "", "create"), ("secrets", "", "get"), ("secrets", "", "delete")]),
+    ([{"apiGroups": [""], "resources": ["pods", "pods/log", "services", "events", "secrets"],
+       "verbs": ["get", "list", "watch"]}],
      [("pods", "", "create"), ("pods", "", "delete"), ("pods", "", "patch"),
-      ("services", "", "create"), ("services", "", "delete")]),
+      ("services", "", "create"), ("services", "", "delete"), ("secrets", "", "create"), ("secrets", "", "delete")]),
 ])
 def test_missing_from_honours_groups_and_wildcards(rules, missing):
     assert sorted(rbac.missing_from({"rules": rules})) == sorted(missing)
