@@ -62,9 +62,14 @@ def credentials_from_secret(secret: dict) -> ClusterCredentials:
     if missing:
         raise ValueError(f"Secret {secret.get('metadata', {}).get('name')} lacks {', '.join(missing)}")
     try:
-        return ClusterCredentials(**{f: base64.b64decode(data[k]).decode() for k, f in _FIELDS.items()})
+        values = {f: base64.b64decode(data[k], validate=True).decode() for k, f in _FIELDS.items()}
     except (ValueError, TypeError) as exc:
         raise ValueError(f"Secret {secret.get('metadata', {}).get('name')} holds garbled data: {exc}") from None
+    bad = [k for k, f in _FIELDS.items() if not values[f].lstrip().startswith("-----BEGIN ")]
+    if bad:
+        raise ValueError(f"Secret {secret.get('metadata', {}).get('name')} holds garbled data: {', '.join(bad)} "
+                         "is not PEM")
+    return ClusterCredentials(**values)
 
 
 def pod_environment(mount_path: str = MOUNT_PATH) -> dict[str, str]:
