@@ -176,7 +176,7 @@ async def test_the_panel_snippet_attaches_by_name(jp_fetch, username, runtime):
     model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, what="1 worker")
     snippet = panel_snippet(model)
     assert snippet.startswith("from jupyter_dask_kube import KubeCluster\n") and f'from_name("{cid}")' in snippet
-    assert 'Client("tcp://' in panel_snippet({**model, "backend": "local"})  # local clusters: by address
+    assert 'Client("tls://' in panel_snippet({**model, "backend": "local"})  # local clusters: by address
     seen = await asyncio.to_thread(run_python, snippet + textwrap.dedent("""
         import json
         print(json.dumps({"name": cluster.name, "address": cluster.scheduler_address,
