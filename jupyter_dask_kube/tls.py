@@ -120,7 +120,8 @@ def connect_code(scheduler_address: str, directory: str) -> str:
         f"    tls_client_key={directory + '/' + CLIENT_KEY_FILE!r},\n"
         "    require_encryption=True,\n"
         ")\n"
-        f"client = Client({scheduler_address!r}, security=security)"
+        f"client = Client({scheduler_address!r}, security=security)\n"
+        "client"
     )
 
 
