@@ -330,12 +330,19 @@ class LocalRuntime(PodRuntime):
             raise RuntimeAPIError(400, "BadRequest", "Secret data must map keys to base64 strings")
         files_dir = os.path.join(self.files_dir, "secrets", secret["metadata"]["name"])
         try:
+            secretvolumes.check_data(secret)
+        except ValueError as e:
+            raise RuntimeAPIError(422, "Invalid", f'Secret "{secret["metadata"]["name"]}" is invalid: {e}') from None
+        self.store.add("secrets", secret)  # first: a pod already waiting for it may go on at once
+        self.runner.secrets_changed()
+        try:
             await asyncio.to_thread(secretvolumes.write_secret, files_dir, secret)
-        except (OSError, ValueError, secretvolumes.MountError) as e:  # ValueError: data that is not base64
+        except (OSError, secretvolumes.MountError) as e:
+            self.store.remove("secrets", secret)
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(shutil.rmtree, files_dir, True)
-            raise RuntimeAPIError(422, "Invalid", f'Secret "{secret["metadata"]["name"]}" cannot be stored: {e}') from None
-        self.store.add("secrets", secret)
+            raise RuntimeAPIError(500, "InternalError",
+                                  f'Secret "{secret["metadata"]["name"]}" cannot be written to {files_dir}: {e}') from None
         if self.store.owners_gone(secret, ("Pod", "Service")):
             self._spawn(self.delete_secret(secret["metadata"]["name"]))
         return copy.deepcopy(secret)

@@ -320,6 +320,7 @@ class LocalPodRunner:
         #: parent of the per-pod directories that hold mounted Secrets (made 0700); default: the system temp dir
         self.volume_root = volume_root
         self.mount_retry_max = mount_retry_max
+        self._secrets_changed = asyncio.Event()
         self.run_processes = run_processes
         self.log_dir = log_dir
         self.enforce_memory_limits = enforce_memory_limits
@@ -378,6 +379,12 @@ class LocalPodRunner:
         if p.containers:
             await asyncio.wait([asyncio.create_task(c.attempted.wait()) for c in p.containers])
         return ip
+
+    def secrets_changed(self) -> None:
+        """A Secret was created: pods waiting for one look again at once (the cluster makes its Secret just
+        after its scheduler pod, which may already wait for it)."""
+        self._secrets_changed.set()
+        self._secrets_changed = asyncio.Event()
 
     def status(self, name: str) -> dict | None:
         p = self._pods.get(name)
@@ -588,8 +595,9 @@ class LocalPodRunner:
     async def _mount(self, p: _Pod) -> bool:
         """Write the pod's secret volumes (secretvolumes.py); while a Secret is missing the pod waits in
         ContainerCreating with the kubelet's FailedMount words, and it is tried again. False: stopped first."""
-        delay = 0.05
+        delay = 0.01
         while not p.stopping:
+            changed = self._secrets_changed
             try:
                 if self.read_secret is None:
                     raise secretvolumes.MountError("MountVolume.SetUp failed: this runtime cannot read Secrets")
@@ -606,8 +614,11 @@ class LocalPodRunner:
                 c.state = {"waiting": {"reason": "ContainerCreating", "message": message}}
                 c.attempted.set()
             self._changed(p)
-            if await p.sleep(delay):
-                break
+            # until the delay passes, a Secret is created here, or the pod is stopped
+            waits = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(p.stop_event.wait())]
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
             delay = min(delay * 2, self.mount_retry_max)
         return False
 

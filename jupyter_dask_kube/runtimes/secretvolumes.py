@@ -52,6 +52,18 @@ def _files(volume: dict, secret: dict) -> dict[str, bytes]:
     return out
 
 
+def check_data(secret: dict) -> None:
+    """ValueError unless every ``data`` value is base64 text (what the API server validates)."""
+    data = secret.get("data") or {}
+    if not isinstance(data, dict):
+        raise ValueError("data must map keys to base64 strings")
+    for key, value in data.items():
+        try:
+            base64.b64decode(value, validate=True)
+        except (ValueError, TypeError):
+            raise ValueError(f"data[{key}]: illegal base64 data") from None
+
+
 def write_files(directory: str, files: dict[str, bytes]) -> None:
     """Write ``files`` under ``directory`` (made 0700), each 0600; paths may not leave the directory."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
