@@ -112,9 +112,17 @@ class SchedulerPod(ProcessInterface):
         else:
             pod = await rt.create_pod(c._scheduler_manifest())
             self.pod = pod
-            if c.tls:
-                await c._create_secret(pod)
-            svc = await rt.create_service(build_service(c.name, c.username, pod))
+            # Secret and Service at once (one round trip less before the first workers); both finished, whatever
+            # happens, so that a failed start's clean-up finds everything either made
+            made = await asyncio.gather(
+                rt.create_service(build_service(c.name, c.username, pod)),
+                *([c._create_secret(pod)] if c.tls else []),
+                return_exceptions=True,
+            )
+            for result in made:
+                if isinstance(result, BaseException):
+                    raise result
+            svc = made[0]
         self.pod = pod
         self.address = service_address(svc, rt.namespace, c.tls)
 

@@ -12,6 +12,7 @@ import base64
 import copy
 
 import dask.config
+from distributed import Security
 
 from .objects import labels, owner_reference
 from .tlscerts import ClusterCredentials
@@ -100,13 +101,23 @@ def mount_credentials(pod: dict, cluster_name: str) -> dict:
     return pod
 
 
-def client_security(creds: ClusterCredentials):
+class ClusterSecurity(Security):
+    """distributed makes a new SSL context at every ``get_connection_args`` call, and for in-memory PEM writes
+    the key to a temporary file each time (~2 ms): made once per role here, then shared (an SSLContext serves
+    any number of connections)."""
+
+    def get_connection_args(self, role):
+        cache = self.__dict__.setdefault("_connection_args", {})
+        if role not in cache:
+            cache[role] = super().get_connection_args(role)
+        return dict(cache[role])
+
+
+def client_security(creds: ClusterCredentials) -> ClusterSecurity:
     """The owner's ``distributed.Security``: the client certificate, and the cluster's CA to check the
     scheduler with. PEM text in memory (distributed accepts it): no file is needed in the client process."""
-    from distributed import Security
-
-    return Security(tls_ca_file=creds.ca_cert, tls_client_cert=creds.client_cert, tls_client_key=creds.client_key,
-                    require_encryption=True)
+    return ClusterSecurity(tls_ca_file=creds.ca_cert, tls_client_cert=creds.client_cert,
+                           tls_client_key=creds.client_key, require_encryption=True)
 
 
 def connect_code(scheduler_address: str, directory: str) -> str:
@@ -125,6 +136,6 @@ def connect_code(scheduler_address: str, directory: str) -> str:
     )
 
 
-__all__ = ["ANNOTATION_TLS", "CA_FILE", "CERT_FILE", "CLIENT_CERT_FILE", "CLIENT_KEY_FILE", "KEY_FILE",
+__all__ = ["ANNOTATION_TLS", "ClusterSecurity", "CA_FILE", "CERT_FILE", "CLIENT_CERT_FILE", "CLIENT_KEY_FILE", "KEY_FILE",
            "MOUNT_PATH", "VOLUME_NAME", "build_secret", "client_security", "connect_code", "credentials_from_secret",
            "mount_credentials", "pod_environment", "secret_name", "tls_enabled"]
