@@ -556,7 +556,10 @@ class KubeCluster(SpecCluster):
                         raise PodStartError(f"{summary['reason']}: {summary['message']} (scheduler pod {pod_name}; "
                                             f"no node for it within {limit:.0f}s)")
                     phase = (pod or {}).get("status", {}).get("phase", "missing")
-                    raise PodStartError(f"scheduler pod {pod_name} did not start within {limit:.0f}s (phase {phase})")
+                    # what it waited on, e.g. ContainerCreating: MountVolume.SetUp failed ... secret ... not found
+                    why = readable_problem(pod_summary(pod)) if pod and pod_summary(pod)["reason"] else ""
+                    raise PodStartError(f"scheduler pod {pod_name} did not start within {limit:.0f}s (phase {phase})"
+                                        + (f": {why}" if why else ""))
                 if kind == "running":
                     try:  # the pod runs: wait for the scheduler to listen, without polling the API
                         comm = await connect(address, timeout=min(2.0, max(remaining, 0.1)),

@@ -400,3 +400,24 @@ async def test_pod_waits_for_a_missing_secret_then_runs_with_its_files(make_runt
     finally:
         await rt.delete_pod(name, grace_period_seconds=0)
         await rt.delete_secret(f"{name}-s")
+
+
+@pytest.mark.asyncio
+async def test_a_secret_that_cannot_be_mounted_fails_the_start_with_the_kubelets_words(monkeypatch):
+    """The Secret is accepted but never reaches the pods (here: the local store loses it): the scheduler pod
+    waits in ContainerCreating, and the start fails with FailedMount's reason, leaving nothing behind."""
+    async def lost(self, manifest):
+        return dict(manifest)
+
+    monkeypatch.setattr(LocalRuntime, "create_secret", lost)
+    rt = LocalRuntime("default")
+    try:
+        cluster = KubeCluster(small_pod(), runtime=rt, n_workers=1, scheduler_timeout=3, asynchronous=True)
+        with pytest.raises(RuntimeError) as info:
+            await cluster
+        message = str(info.value)
+        assert "did not start within 3s" in message, message
+        assert f'secret "{cluster.name}-tls" not found' in message and "ContainerCreating" in message, message
+        await wait_until(lambda: _local_empty(rt, cluster.name), 30, what="nothing left")
+    finally:
+        await rt.close()
