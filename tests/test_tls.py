@@ -421,3 +421,28 @@ async def test_a_secret_that_cannot_be_mounted_fails_the_start_with_the_kubelets
         await wait_until(lambda: _local_empty(rt, cluster.name), 30, what="nothing left")
     finally:
         await rt.close()
+
+
+def test_the_api_server_validates_secrets_and_volume_mounts(kube_target):
+    """What the emulator refuses, the real API server refuses too (422), so the emulator tier cannot pass a
+    manifest that a cluster would reject."""
+    from kubernetes.client import ApiException
+
+    api = kube_api(kube_target, no_faults=True)
+    name = f"v-{uuid.uuid4().hex[:8]}"
+    try:
+        with pytest.raises(ApiException) as info:
+            api.create_namespaced_secret(kube_target.namespace, {
+                "metadata": {"name": name}, "data": {"bad key!": base64.b64encode(b"x").decode()}})
+        assert info.value.status == 422
+        pod = {"metadata": {"name": name}, "spec": {"containers": [{
+            "name": "c", "image": "busybox", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}]}}
+        with pytest.raises(ApiException) as info:
+            api.create_namespaced_pod(kube_target.namespace, pod)
+        assert info.value.status == 422 and "nope" in info.value.body
+        pod["spec"]["volumes"] = [{"name": "nope", "secret": {}}]
+        with pytest.raises(ApiException) as info:
+            api.create_namespaced_pod(kube_target.namespace, pod)
+        assert info.value.status == 422 and "secretName" in info.value.body
+    finally:
+        api.api_client.close()

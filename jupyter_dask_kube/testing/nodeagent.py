@@ -6,7 +6,9 @@ lists and watches pods and Services (resourceVersion, relist on 410), binds pend
 containers as local processes on their own loopback IPs (:class:`~..runtimes.localpod.LocalPodRunner`), posts
 their status through ``pods/{name}/status``, finishes graceful deletion (SIGTERM, grace period, SIGKILL, then the
 final delete with ``gracePeriodSeconds=0``), serves container logs on its HTTPS kubelet port (the API server
-proxies ``pods/log`` there: :mod:`.kubeletserver`), injects Service environment variables, and proxies Service
+proxies ``pods/log`` there: :mod:`.kubeletserver`), injects Service environment variables, mounts ``secret``
+volumes (it reads each Secret through the API and writes owner-only files per pod; a missing one keeps the pod in
+ContainerCreating with FailedMount's words: :mod:`..runtimes.secretvolumes`), and proxies Service
 clusterIPs to ready pods found by selector (real Endpoints refuse loopback IPs). Optionally it plays a cluster
 autoscaler that adds a Node after a delay. The same agent drives the emulator and a real kube-apiserver.
 """
