@@ -259,8 +259,9 @@ class KubeCluster(SpecCluster):
         self._n_workers = n_workers
         #: TLS per cluster (tls.py): its own CA, credentials in a Secret owned by the scheduler pod; the owner's
         #: client connects with ``security``. An attached cluster learns whether it has TLS from its scheduler pod.
-        #: (With deploy_mode="local" the scheduler runs in this process: no TLS, see the README.)
-        self.tls = tlsmod.tls_enabled(tls) and self.deploy_mode == "remote" and not adopt
+        #: (deploy_mode="local": the scheduler runs in this process with the node certificate in memory; the
+        #: Secret, for the worker pods only, has no owner pod and goes with close.)
+        self.tls = tlsmod.tls_enabled(tls) and not adopt
         self._credentials = None
 
         if runtime is None:
@@ -303,6 +304,8 @@ class KubeCluster(SpecCluster):
                 "cls": "distributed.scheduler.Scheduler",
                 "options": {"host": host, "dashboard_address": f"{host}:0", "idle_timeout": self.idle_timeout},
             }
+            if self.tls:
+                scheduler["options"]["security"] = tlsmod.scheduler_security(self._credentials)
         worker = {"cls": WorkerPod, "options": {"cluster": self}}
         super().__init__(
             scheduler=scheduler,
@@ -387,10 +390,11 @@ class KubeCluster(SpecCluster):
         )
         return tlsmod.mount_credentials(pod, self.name) if self.tls else pod
 
-    async def _create_secret(self, scheduler_pod: dict):
+    async def _create_secret(self, scheduler_pod: dict | None):
         """The cluster's credentials as a Secret owned by its (just created) scheduler pod. The pod is made first
         because the ownerReference needs its uid; it waits for the Secret as a kubelet waits for a missing
-        secret volume (ContainerCreating), so nothing of the cluster ever exists without an owner."""
+        secret volume (ContainerCreating), so nothing of the cluster ever exists without an owner.
+        (deploy_mode="local": no scheduler pod, no owner; made before any worker pod, deleted by close.)"""
         secret = tlsmod.build_secret(self.name, self.username, self._credentials, owner=scheduler_pod)
         try:
             await self.runtime.create_secret(secret)
@@ -458,6 +462,8 @@ class KubeCluster(SpecCluster):
             self._unsubscribe = self.pod_cache.subscribe(self._on_pod_event)
             if self.deploy_mode == "remote" and self.scheduler is None:
                 await self._start_scheduler_pod()
+            elif self.deploy_mode == "local" and self.tls:
+                await self._create_secret(None)  # before SpecCluster makes the first worker pods
         except Exception as exc:
             if not self._adopt:
                 with suppress(Exception):

@@ -120,6 +120,12 @@ def client_security(creds: ClusterCredentials) -> ClusterSecurity:
                            tls_client_key=creds.client_key, require_encryption=True)
 
 
+def scheduler_security(creds: ClusterCredentials) -> Security:
+    """For a scheduler in this process (``deploy_mode="local"``): it listens with the node certificate."""
+    return Security(tls_ca_file=creds.ca_cert, tls_scheduler_cert=creds.cert, tls_scheduler_key=creds.key,
+                    tls_client_cert=creds.client_cert, tls_client_key=creds.client_key, require_encryption=True)
+
+
 def connect_code(scheduler_address: str, directory: str) -> str:
     """Python that connects a notebook to a cluster whose client credentials are files in ``directory``
     (the local runtime's owner-only copy): paths only, never the keys."""

@@ -446,3 +446,28 @@ def test_the_api_server_validates_secrets_and_volume_mounts(kube_target):
         assert info.value.status == 422 and "secretName" in info.value.body
     finally:
         api.api_client.close()
+
+
+@pytest.mark.asyncio
+async def test_deploy_mode_local_has_tls_too(make_runtime, target):
+    """The scheduler in this process listens on tls:// with the node certificate; the worker pods mount a
+    Secret that has no owner pod, so close deletes it."""
+    rt = make_runtime()
+    async with KubeCluster(small_pod(), runtime=rt, n_workers=1, deploy_mode="local", asynchronous=True) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        async with Client(cluster, asynchronous=True) as client:
+            await client.wait_for_workers(1, timeout=120)
+            assert await client.submit(lambda: 3) == 3
+            (worker,) = await client.run(lambda: 0)
+        for address in (cluster.scheduler_address, worker):
+            await _refused(address)
+            await _refused(address, make_credentials_security())
+        secret = await rt.read_secret(f"{cluster.name}-tls")
+        assert secret is not None and not secret["metadata"].get("ownerReferences")
+        name = cluster.name
+    assert await rt.read_secret(f"{name}-tls") is None
+
+
+def make_credentials_security():
+    """A Security of some other cluster (another CA)."""
+    return tlsmod.client_security(make_credentials("dask-someone-else"))
