@@ -16,7 +16,11 @@ Workers: ``dask-worker --nthreads 1 --no-dashboard --memory-limit 1GB`` with a n
 in ``click_to_workers.py``. With TLS the cluster also makes its CA and two certificates (EC P-256), creates the
 Secret after the scheduler pod, and every pod writes it to owner-only files before its containers start.
 
-Run: ``python benchmarks/tls.py [--runs 5] [--skip-emulator]``. Prints a table and a RATIOS line. Every process
+``--fixed-files`` (local runtime only) separates distributed's own TLS cost from ours: the TLS clusters then
+get their credentials as files written once by this script (no Secret, no per-pod copy, no mount), which is
+what TLS costs when the machinery around it is free.
+
+Run: ``python benchmarks/tls.py [--runs 5] [--skip-emulator] [--fixed-files]``. Prints a table and a RATIOS line. Every process
 started here is stopped here.
 """
 from __future__ import annotations
@@ -72,6 +76,39 @@ async def measure(runtime, runs: int) -> dict[bool, list[tuple[float, float]]]:
     return out
 
 
+def fixed_files() -> None:
+    """TLS without our machinery: each cluster's pods point at files written here, no Secret is made."""
+    from jupyter_dask_kube import tls as tlsmod
+    from jupyter_dask_kube.cluster import KubeCluster as KC
+
+    directory = tempfile.mkdtemp(prefix="jdk-bench-tls-files-")
+    mount = tlsmod.mount_credentials
+
+    def scheduler_manifest(self, _orig=KC._scheduler_manifest):
+        c = self._credentials  # a new TLS cluster: write its files before its first pod exists
+        for name, value in ((tlsmod.CA_FILE, c.ca_cert), (tlsmod.CERT_FILE, c.cert),
+                            (tlsmod.KEY_FILE, c.key)) if c is not None else ():
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(value)
+        return _orig(self)
+
+    def fixed(pod, cluster_name):
+        pod = mount(pod, cluster_name)
+        pod["spec"]["volumes"] = []
+        for c in pod["spec"]["containers"]:
+            c["volumeMounts"] = []
+            for e in c["env"]:
+                e["value"] = e["value"].replace(tlsmod.MOUNT_PATH, directory)
+        return pod
+
+    async def no_secret(self, scheduler_pod):
+        return None
+
+    KC._scheduler_manifest = scheduler_manifest
+    KC._create_secret = no_secret
+    tlsmod.mount_credentials = fixed
+
+
 async def local(runs: int):
     from jupyter_dask_kube.runtimes.local import LocalRuntime
 
@@ -96,7 +133,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 5)))
     parser.add_argument("--skip-emulator", action="store_true")
+    parser.add_argument("--fixed-files", action="store_true")
     args = parser.parse_args()
+    if args.fixed_files:
+        fixed_files()
+        args.skip_emulator = True
     results = {}
     print("local runtime", flush=True)
     results["local"] = asyncio.run(local(args.runs))
