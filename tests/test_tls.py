@@ -469,3 +469,34 @@ async def test_deploy_mode_local_has_tls_too(make_runtime, target):
 def make_credentials_security():
     """A Security of some other cluster (another CA)."""
     return tlsmod.client_security(make_credentials("dask-someone-else"))
+
+
+@pytest.mark.asyncio
+async def test_the_manager_follows_the_tls_switch():
+    """c.DaskKube.tls reaches the clusters the server makes: on, a tls:// address and (local backend) the
+    connect code with the owner-only files; off, plain TCP, no Secret, the panel's default snippet."""
+    from jupyter_dask_kube.bodies import CreateRequest
+    from jupyter_dask_kube.manager import ClusterManager
+    from jupyter_dask_kube.templates import load_template
+
+    rt = LocalRuntime("default")
+    template = load_template({"workers": 0, "worker": small_pod()}, name="zero")
+    try:
+        for tls in (True, False):
+            manager = ClusterManager(runtime=rt, username=f"u{uuid.uuid4().hex[:6]}", templates=[template], tls=tls)
+            try:
+                cid = (await manager.create(CreateRequest(template="zero")))["id"]
+                model = await wait_until(lambda: manager.model(manager.get(cid))["status"] == "running"
+                                         and manager.model(manager.get(cid)), 60, what="running")
+                assert model["scheduler_address"].startswith("tls://" if tls else "tcp://")
+                assert (await rt.read_secret(f"{cid}-tls") is not None) is tls
+                if tls:
+                    assert "client.key" in model["connect_code"] and "PRIVATE" not in model["connect_code"]
+                else:
+                    assert "connect_code" not in model
+                await manager.delete(cid)
+                assert await rt.read_secret(f"{cid}-tls") is None
+            finally:
+                await manager.close(detach=False)
+    finally:
+        await rt.close()
