@@ -128,6 +128,8 @@ class Server:
         with open(os.path.join(cfg, "jupyter_server_config.py"), "w") as f:
             f.write("c.ServerApp.jpserver_extensions = {'jupyter_dask_kube': True}\n"
                     "c.DaskKube.backend = 'kubernetes'\n"
+                    # the stand-in schedulers of the no-process emulator (above) listen on plain TCP
+                    "c.DaskKube.tls = False\n"
                     f"c.DaskKube.templates = {templates!r}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "JUPYTER_", "KUBE"))}
         env.update(KUBECONFIG=kubeconfig, JUPYTERHUB_USER=user, DASK_CONFIG=os.path.join(workdir, "dask"),

@@ -25,6 +25,7 @@ from .objects import (
 )
 from .podstatus import is_running, is_terminal, pod_problem
 from .runtimes import PodRuntime, make_runtime, resolve_backend
+from .tls import ANNOTATION_TLS
 
 
 class ClusterNotFound(LookupError):
@@ -42,11 +43,11 @@ def check_attachable(name, backend: str | None) -> None:
         )
 
 
-def service_address(svc: dict, namespace: str) -> str:
+def service_address(svc: dict, namespace: str, tls: bool = False) -> str:
     """The scheduler's address through its Service: the clusterIP, else the Service's DNS name."""
     ip = (svc.get("spec") or {}).get("clusterIP")
     host = ip if ip and ip != "None" else f"{svc['metadata']['name']}.{namespace}"
-    return f"tcp://{host}:{SCHEDULER_PORT}"
+    return f"{'tls' if tls else 'tcp'}://{host}:{SCHEDULER_PORT}"
 
 
 def connect_code(name: str, namespace: str) -> str:
@@ -131,7 +132,8 @@ async def list_cluster_models(runtime: PodRuntime, username: str | None = None) 
             "message": message,
             "workers": sum(1 for w in workers if is_running(w)),
             "requested_workers": len([w for w in workers if not is_terminal(w)]),
-            "scheduler_address": service_address(svc, runtime.namespace) if svc and status == "running" else "",
+            "scheduler_address": (service_address(svc, runtime.namespace, ANNOTATION_TLS in (sched["metadata"].get("annotations") or {}))
+                                  if svc and status == "running" else ""),
             "namespace": runtime.namespace,
             "created": format_timestamp(meta["created"]) if meta["created"] else sched["metadata"].get("creationTimestamp"),
             "expires": format_timestamp(expires) if expires else None,

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from datetime import datetime, timezone
 
 from dask.utils import parse_timedelta
 
 from .objects import LABEL_CLUSTER, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_USER, MANAGED_BY, parse_timestamp
-from .runtimes import make_runtime
+from .runtimes import RuntimeAPIError, make_runtime
+from .tls import secret_name
 
 
 def _clusters(pods: list[dict]) -> dict[str, dict]:
@@ -66,6 +68,8 @@ async def _run(args) -> int:
                 continue
             # Delete the Service and every pod explicitly: garbage collection may lag or be absent.
             await runtime.delete_service(c["name"])
+            with contextlib.suppress(RuntimeAPIError, NotImplementedError):  # clusters without TLS have none (and it is GC'd anyway)
+                await runtime.delete_secret(secret_name(c["name"]))
             n = await runtime.delete_pods(f"{LABEL_CLUSTER}={c['name']}")
             print(f"deleted {c['name']} (user {c['user']}, {n} pods)")
         if not doomed:

@@ -63,6 +63,8 @@ from .podstatus import (
 )
 from .runtimes import PodRuntime, RuntimeAPIError, make_runtime
 from .runtimes.base import readable_error
+from . import tls as tlsmod
+from .tlscerts import make_credentials, scheduler_hosts
 from .lifetimes import apply_lifetime, lifetime_annotations, parse_lifetime_annotations
 from .statuswatch import PolledWorkerStatus
 from .templates import load_pod, template_from_dask_config
@@ -116,17 +118,24 @@ class SchedulerPod(ProcessInterface):
             if pod is None or svc is None:
                 raise PodStartError(f"cluster {c.name} has no scheduler pod or Service to adopt")
             c._take_over(pod)
+            await c._read_credentials(pod)
         else:
             pod = await rt.create_pod(c._scheduler_manifest())
-            # Both before any worker exists; both finished before a failure is raised, so the cleanup that
-            # follows sees everything that was made.
-            svc, policy = await asyncio.gather(rt.create_service(build_service(c.name, c.username, pod)),
-                                               c._create_network_policy(pod), return_exceptions=True)
-            for outcome in (policy, svc):
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            self.pod = pod
+            # Service, NetworkPolicy and Secret at once, before any worker exists (one round trip, not three);
+            # all finished, whatever happens, so that a failed start's clean-up finds everything that was made
+            made = await asyncio.gather(
+                rt.create_service(build_service(c.name, c.username, pod)),
+                c._create_network_policy(pod),
+                *([c._create_secret(pod)] if c.tls else []),
+                return_exceptions=True,
+            )
+            for result in made:
+                if isinstance(result, BaseException):
+                    raise result
+            svc = made[0]
         self.pod = pod
-        self.address = service_address(svc, rt.namespace)
+        self.address = service_address(svc, rt.namespace, c.tls)
 
     async def start(self):
         await self.create()
@@ -220,6 +229,7 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
         network_policy_client_selector: dict | None = None,
         client_namespace: str | None = None,
         port_forward: str | bool | None = None,
+        tls: bool | None = None,
         **kwargs,
     ):
         if pod_template is None and adopt:
@@ -280,6 +290,12 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
         # An attached cluster must not take the scheduler's one worker-status subscription from the cluster's
         # owner (statuswatch.py): it polls.
         self.poll_worker_status = adopt
+        #: TLS per cluster (tls.py): its own CA, credentials in a Secret owned by the scheduler pod; the owner's
+        #: client connects with ``security``. An attached cluster learns whether it has TLS from its scheduler pod.
+        #: (deploy_mode="local": the scheduler runs in this process with the node certificate in memory; the
+        #: Secret, for the worker pods only, has no owner pod and goes with close.)
+        self.tls = tlsmod.tls_enabled(tls) and not adopt
+        self._credentials = None
 
         if runtime is None:
             runtime = make_runtime(backend, namespace)
@@ -310,6 +326,9 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
         self.warnings = resource_warnings(self.pod_template)
         self._requested = n_workers
 
+        if self.tls and not adopt:
+            self._credentials = make_credentials(cluster_name, scheduler_hosts(cluster_name, self.namespace))
+            kwargs.setdefault("security", tlsmod.client_security(self._credentials))
         if self.deploy_mode == "remote":
             scheduler = {"cls": SchedulerPod, "options": {"cluster": self, "adopt": adopt}}
         else:
@@ -318,6 +337,8 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
                 "cls": "distributed.scheduler.Scheduler",
                 "options": {"host": host, "dashboard_address": f"{host}:0", "idle_timeout": self.idle_timeout},
             }
+            if self.tls:
+                scheduler["options"]["security"] = tlsmod.scheduler_security(self._credentials)
         worker = {"cls": WorkerPod, "options": {"cluster": self}}
         super().__init__(
             scheduler=scheduler,
@@ -374,6 +395,8 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
             **self.annotations,
             ANNOTATION_WORKER_TEMPLATE: json.dumps(self.pod_template, separators=(",", ":")),
         }
+        if self.tls:
+            annotations[tlsmod.ANNOTATION_TLS] = tlsmod.secret_name(self.name)
         pod = build_scheduler_pod(
             self.scheduler_pod_template,
             self.pod_template,
@@ -383,11 +406,13 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
             idle_timeout=self.idle_timeout,
             env=self.env,
         )
+        if self.tls:
+            pod = tlsmod.mount_credentials(pod, self.name)
         return apply_lifetime(pod, expires=self.expires, no_client_timeout=self.no_client_timeout, owner=self.owner_pod)
 
     def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
         owner = self.scheduler.pod if isinstance(self.scheduler, SchedulerPod) else None
-        return build_worker_pod(
+        pod = build_worker_pod(
             self.pod_template,
             cluster_name=self.name,
             username=self.username,
@@ -396,6 +421,35 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
             owner=owner,
             env=self.env,
         )
+        return tlsmod.mount_credentials(pod, self.name) if self.tls else pod
+
+    async def _create_secret(self, scheduler_pod: dict | None):
+        """The cluster's credentials as a Secret owned by its (just created) scheduler pod. The pod is made first
+        because the ownerReference needs its uid; it waits for the Secret as a kubelet waits for a missing
+        secret volume (ContainerCreating), so nothing of the cluster ever exists without an owner.
+        (deploy_mode="local": no scheduler pod, no owner; made before any worker pod, deleted by close.)"""
+        secret = tlsmod.build_secret(self.name, self.username, self._credentials, owner=scheduler_pod)
+        try:
+            await self.runtime.create_secret(secret)
+        except (RuntimeAPIError, NotImplementedError) as exc:
+            raise PodStartError(f"cannot create the Secret {secret['metadata']['name']} that holds the cluster's "
+                                f"TLS credentials: {readable_error(exc)}") from exc
+
+    async def _read_credentials(self, scheduler_pod: dict):
+        """Attaching: a cluster whose scheduler pod names a TLS Secret is reached with the credentials in it."""
+        name = (scheduler_pod["metadata"].get("annotations") or {}).get(tlsmod.ANNOTATION_TLS)
+        self.tls = bool(name)
+        if not name:
+            return
+        try:
+            secret = await self.runtime.read_secret(name)
+            if secret is None:
+                raise PodStartError(f"cluster {self.name} uses TLS but its Secret {name} is not there")
+            self._credentials = tlsmod.credentials_from_secret(secret)
+        except (RuntimeAPIError, NotImplementedError, ValueError) as exc:
+            raise PodStartError(f"cannot read the TLS credentials of cluster {self.name} (Secret {name}): "
+                                f"{readable_error(exc)}") from exc
+        self.security = tlsmod.client_security(self._credentials)
 
     async def _create_network_policy(self, scheduler_pod: dict) -> None:
         """The cluster's NetworkPolicy, owned by its scheduler pod; a refusal fails the create with the API's
@@ -454,6 +508,8 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
             self._unsubscribe = self.pod_cache.subscribe(self._on_pod_event)
             if self.deploy_mode == "remote" and self.scheduler is None:
                 await self._start_scheduler_pod()
+            elif self.deploy_mode == "local" and self.tls:
+                await self._create_secret(None)  # before SpecCluster makes the first worker pods
         except Exception as exc:
             if not self._adopt:
                 with suppress(Exception):
@@ -561,7 +617,10 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
                     if kind == "running":
                         raise PodStartError(f"scheduler pod {pod_name} runs but {address} did not answer within "
                                             f"{limit:.0f}s")
-                    raise PodStartError(f"scheduler pod {pod_name} did not start within {limit:.0f}s (phase {phase})")
+                    # what it waited on, e.g. ContainerCreating: MountVolume.SetUp failed ... secret ... not found
+                    why = readable_problem(pod_summary(pod)) if pod and pod_summary(pod)["reason"] else ""
+                    raise PodStartError(f"scheduler pod {pod_name} did not start within {limit:.0f}s (phase {phase})"
+                                        + (f": {why}" if why else ""))
                 if kind == "running":
                     # the pod runs: wait for the scheduler to listen, without polling the API
                     running_since = running_since if running_since is not None else loop.time()
@@ -588,7 +647,8 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
     async def _answers(self, address: str, timeout: float) -> bool:
         """Whether a Dask comm to ``address`` opens (the scheduler listens and answers)."""
         try:
-            comm = await connect(address, timeout=min(2.0, max(timeout, 0.1)))
+            comm = await connect(address, timeout=min(2.0, max(timeout, 0.1)),
+                                 **self.security.get_connection_args("client"))
         except OSError:
             return False
         await comm.close()
@@ -780,6 +840,13 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
     def dashboard_link(self) -> str:
         return self.dashboard_url()
 
+    @property
+    def credentials_directory(self) -> str | None:
+        """Local runtime: the directory (0700, files 0600) of the cluster's credentials, ``ca.crt``,
+        ``client.crt`` and ``client.key``, for the owner's notebooks on this machine; else None."""
+        where = getattr(self.runtime, "secret_directory", None)
+        return where(tlsmod.secret_name(self.name)) if self.tls and where is not None else None
+
     def pod_problems(self) -> dict[str, str]:
         """Pods of this cluster that are stuck or failed, with their reason."""
         out = {}
@@ -861,6 +928,8 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
             self.runtime.delete_pods(cluster_selector(self.name), grace_period_seconds=1),
             self.runtime.delete_service(service_name(self.name)),
             self.runtime.delete_network_policy(network_policy_name(self.name)),
+            # also owned by the scheduler pod (garbage collection would take it), but keys go at once
+            *([self.runtime.delete_secret(tlsmod.secret_name(self.name))] if self.tls else []),
             return_exceptions=True,
         )
 

@@ -19,6 +19,7 @@ from .naming import current_user
 from .parity import notebook_image, with_image
 from .ownerpod import owner_pod_name, owner_pod_namespace
 from .runtimes import make_runtime, resolve_backend
+from .tls import tls_enabled
 from .templates import TemplateError, load_template, load_templates, parse_memory, template_from_dask_config
 
 BUILTIN_TEMPLATES = os.path.join(os.path.dirname(__file__), "default_templates")
@@ -90,6 +91,10 @@ class DaskKube(ExtensionApp):
     )
     start_timeout = Float(600, config=True, help="Seconds a cluster's pods may wait for a node (Unschedulable: a cluster "
                           "autoscaler may add one) before its start fails; it fails at once when nothing can change.")
+    tls = Bool(True, config=True, help="TLS per cluster: each cluster gets its own CA; its scheduler and workers "
+               "accept only clients with its credentials (a Secret owned by the scheduler pod; owner-only files on the "
+               "local backend). False (or dask config kubernetes.tls: false) = plain TCP, reachable by anyone who can "
+               "reach the pods.")
     helm_releases = Bool(True, config=True, help="Show Dask Helm chart releases (labels app=dask, release, "
                          "component) of the namespace as attached clusters (kubernetes and operator backends).")
     helm_allow_delete = Bool(False, config=True, help="Let users delete attached Helm releases' Deployments "
@@ -196,6 +201,7 @@ class DaskKube(ExtensionApp):
             network_policy=bool(self.network_policy if self.network_policy is not None
                                 else dask.config.get("kubernetes.network-policy", True)),
             network_policy_client_selector=self.network_policy_client_selector,  # None: KubeCluster reads dask config
+            tls=self.tls and tls_enabled(),
         )
         self.settings["dask_kube_manager"] = self.manager
         self.cluster_backend = PodBackend(self.manager)

@@ -40,6 +40,7 @@ from .lifetimes import LifetimePolicy, lifetime_annotations, parse_lifetime_anno
 from .ownerpod import OwnerPodError, find_owner_pod
 from .runtimes.base import readable_error
 from .templates import ClusterTemplate, OptionError
+from .tls import connect_code as tls_connect_code, secret_name
 from .versioncheck import readable_mismatch
 
 logger = logging.getLogger(__name__)
@@ -123,9 +124,12 @@ class ClusterManager:
         group_limits: dict | None = None,
         network_policy: bool = True,
         network_policy_client_selector: dict | None = None,
+        tls: bool | None = None,
     ):
         self.runtime = runtime
         self.username = username
+        #: TLS per cluster (tls.py); None: dask config kubernetes.tls
+        self.tls = tls
         self.templates = {t.name: t for t in templates}
         self.default_template = default_template
         self.limits = self.default_limits = limits or Limits()
@@ -472,6 +476,7 @@ class ClusterManager:
                 network_policy_client_selector=self.network_policy_client_selector,
                 client_namespace=self.owner_namespace,
                 port_forward=self.port_forward,
+                tls=self.tls,
             )
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
@@ -631,8 +636,15 @@ class ClusterManager:
             "expires": rec.expires.isoformat() if rec.expires else None,
             "keep": rec.keep,
             **({"connect_code": connect_code(rec.id, self.runtime.namespace)}
-               if self.runtime.backend == "kubernetes" else {}),
+               if self.runtime.backend == "kubernetes" else self._local_connect_code(rec, address)),
         }
+
+    @staticmethod
+    def _local_connect_code(rec: ClusterRecord, address: str) -> dict:
+        """Local backend with TLS: the snippet the panel inserts connects with the owner-only credential
+        files (their paths only: never a key in a REST answer)."""
+        directory = rec.cluster.credentials_directory if address else None
+        return {"connect_code": tls_connect_code(address, directory)} if directory else {}
 
     @staticmethod
     def _recent_losses(c: KubeCluster, window: float = LOST_WORKER_WINDOW) -> list[str]:
@@ -716,6 +728,7 @@ class ClusterManager:
             await asyncio.gather(
                 self.runtime.delete_pods(f"{LABEL_CLUSTER}={cluster_id}"),
                 self.runtime.delete_service(cluster_id),
+                *([self.runtime.delete_secret(secret_name(cluster_id))] if rec.cluster.tls else []),
                 return_exceptions=True,
             )
         finally:

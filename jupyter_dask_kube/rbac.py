@@ -45,6 +45,11 @@ CALLS: tuple[Call, ...] = (
     Call("read_namespaced_network_policy", "get", "networkpolicies", group=NETWORKING_GROUP,
          why="a create that raced"),
     Call("delete_namespaced_network_policy", "delete", "networkpolicies", group=NETWORKING_GROUP, why="close"),
+    Call("create_namespaced_secret", "create", "secrets",
+         why="a cluster's TLS credentials, owned by its scheduler pod (c.DaskKube.tls)"),
+    Call("read_namespaced_secret", "get", "secrets",
+         why="a cluster's client credentials: re-adoption, KubeCluster.from_name, a create that raced"),
+    Call("delete_namespaced_secret", "delete", "secrets", why="close (garbage collection would too, later)"),
     Call("list_namespaced_event", "list", "events",
          why="an Unschedulable pod's events: the autoscaler's NotTriggerScaleUp fails it at once (without this "
              "permission only the start timeout applies)"),

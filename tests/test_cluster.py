@@ -99,7 +99,8 @@ async def assert_nothing_left(runtime, name, process_root):
 async def _empty(runtime, name):
     pods = await runtime.list_pods(cluster_selector(name))
     svc = await runtime.read_service(name)
-    return not pods and svc is None
+    secret = await runtime.read_secret(f"{name}-tls")  # the cluster's TLS credentials
+    return not pods and svc is None and secret is None
 
 
 # -- the seed's example, unchanged but for the import --------------------------------------------

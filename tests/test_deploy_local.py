@@ -43,7 +43,8 @@ def test_seed_example_with_the_scheduler_in_this_process(backend):
         assert cluster.backend == kind and cluster.deploy_mode == "local"
         # the scheduler is an object of this process, listening on loopback (pods run on this machine)
         assert cluster.scheduler.__class__.__name__ == "Scheduler"
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")  # TLS per cluster here too
+        assert cluster.sync(cluster.runtime.read_secret, f"{cluster.name}-tls") is not None
         cluster.scale(2)
         with Client(cluster) as client:
             client.wait_for_workers(2, timeout=180)

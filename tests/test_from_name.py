@@ -180,7 +180,7 @@ async def test_the_panel_snippet_attaches_by_name(jp_fetch, username, runtime):
     assert snippet.startswith("from jupyter_dask_kube import KubeCluster\n")
     assert f'from_name("{cid}", namespace="{runtime.namespace}")' in snippet
     local = {k: v for k, v in model.items() if k != "connect_code"}
-    assert 'Client("tcp://' in panel_snippet({**local, "backend": "local"})  # local clusters: by address
+    assert 'Client("tls://' in panel_snippet({**local, "backend": "local"})  # local clusters: by address
     seen = await asyncio.to_thread(run_python, snippet + textwrap.dedent("""
         import json
         cluster.scale(2)  # the cluster object itself: it scales

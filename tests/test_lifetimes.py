@@ -271,7 +271,8 @@ async def test_scheduler_ends_the_cluster_with_no_client_and_at_expiry(runtime):
     try:
         idle = await manager.create(CreateRequest(template="one"))
         model = await running(manager, idle["id"])
-        async with Client(model["scheduler_address"], asynchronous=True) as client:
+        security = manager.records[idle["id"]].cluster.security  # the owner's TLS credentials
+        async with Client(model["scheduler_address"], security=security, asynchronous=True) as client:
             held_from = time.monotonic()
             assert await client.submit(lambda: 1) == 1
             await asyncio.sleep(5)  # longer than the timeout: the client holds the cluster open

@@ -71,13 +71,17 @@ def test_preflight_checks_exactly_the_table():
     ([], rbac.required_permissions()),
     ([{"apiGroups": [""], "resources": ["*"], "verbs": ["*"]}], []),
     ([{"apiGroups": ["apps"], "resources": ["*"], "verbs": ["*"]}], rbac.required_permissions()),
-    ([{"apiGroups": [""], "resources": ["pods", "services", "events"], "verbs": ["*"]}],
+    ([{"apiGroups": [""], "resources": ["pods", "services", "events", "secrets"], "verbs": ["*"]}],
      [("pods", "log", "get"), ("pods", "portforward", "get"), ("pods", "portforward", "create")]),
-    ([{"apiGroups": [""], "resources": ["pods", "pods/*", "services", "events"], "verbs": ["*"]}], []),
-    ([{"apiGroups": [""], "resources": ["pods", "pods/log", "services", "events"], "verbs": ["get", "list", "watch"]}],
+    ([{"apiGroups": [""], "resources": ["pods", "pods/*", "services", "events", "secrets"], "verbs": ["*"]}], []),
+    ([{"apiGroups": [""], "resources": ["pods", "services", "events"], "verbs": ["*"]},
+      {"apiGroups": [""], "resources": ["pods/log", "pods/portforward"], "verbs": ["get", "create"]}],
+     [("secrets", "", "create"), ("secrets", "", "get"), ("secrets", "", "delete")]),
+    ([{"apiGroups": [""], "resources": ["pods", "pods/log", "services", "events", "secrets"],
+       "verbs": ["get", "list", "watch"]}],
      [("pods", "", "create"), ("pods", "", "delete"), ("pods", "", "patch"),
       ("pods", "portforward", "get"), ("pods", "portforward", "create"),
-      ("services", "", "create"), ("services", "", "delete")]),
+      ("services", "", "create"), ("services", "", "delete"), ("secrets", "", "create"), ("secrets", "", "delete")]),
 ])
 def test_missing_from_honours_groups_and_wildcards(rules, missing):
     assert sorted(rbac.missing_from({"rules": rules})) == sorted(missing)

@@ -103,7 +103,7 @@ def expect_clusters(server: JupyterServer, expected: dict[str, dict], timeout=WO
                     return Pending(f"{cid}: {key}={m.get(key)!r}, want {value!r} (status {m['status']}: {m['message']})")
             if m["status"] != "running":
                 return Pending(f"{cid}: status {m['status']}: {m['message']}")
-            if not m["scheduler_address"].startswith("tcp://"):
+            if not m["scheduler_address"].startswith(("tcp://", "tls://")):
                 return Pending(f"{cid}: no scheduler address")
         return got
 

@@ -400,7 +400,11 @@ async def test_tokens_never_logged_nor_passed_to_pods(jp_fetch, api, token, mana
     # ... nor, asked from inside dask, on the worker or the scheduler
     from distributed import Client
 
-    async with Client(model["scheduler_address"], asynchronous=True) as client:
+    # (the cluster has TLS: the owner's credentials, as the Jupyter server holds them)
+    cluster = manager.records[cid].cluster
+    keys = [cluster._credentials.key, cluster._credentials.client_key]
+    key_lines = [line for k in keys for line in k.splitlines() if "-----" not in line]
+    async with Client(model["scheduler_address"], security=cluster.security, asynchronous=True) as client:
         seen = await client.run(lambda: {k: v for k, v in __import__("os").environ.items()})
         seen["scheduler"] = await client.run_on_scheduler(lambda: dict(__import__("os").environ))
     for who, env in seen.items():
@@ -409,6 +413,10 @@ async def test_tokens_never_logged_nor_passed_to_pods(jp_fetch, api, token, mana
 
     code, logs = await rest_call(jp_fetch, "GET", "clusters", cid, "logs")
     assert code == 200 and logs["logs"]
+    # TLS keys: never in a REST answer (the connect code names files), nor in the logs below
+    code, listing = await rest_call(jp_fetch, "GET", "clusters")
+    answers = json.dumps([listing, model, logs])
+    assert "PRIVATE KEY" not in answers and not any(line in answers for line in key_lines)
     resp = await jp_fetch("dask-kube", "api", "clusters", cid, method="DELETE")
     assert resp.code == 204
 
@@ -417,3 +425,4 @@ async def test_tokens_never_logged_nor_passed_to_pods(jp_fetch, api, token, mana
     for s in secrets:
         assert s not in text
         assert s not in json.dumps(logs)
+    assert "PRIVATE KEY" not in text and not any(line in text for line in key_lines)

@@ -96,7 +96,11 @@ async def test_cluster_lifecycle(jp_fetch, backend, username, kube_env, other_ru
     assert cid.startswith(f"dask-{username}-")
     model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 2, what="2 workers")
     assert model["requested_workers"] == 2
-    assert model["scheduler_address"].startswith("tcp://")
+    assert model["scheduler_address"].startswith("tls://")  # TLS per cluster, on by default
+    if backend == "local":  # the snippet the panel inserts: the owner-only credential files, by path
+        code_text = model["connect_code"]
+        assert "Security(" in code_text and "client.key" in code_text and model["scheduler_address"] in code_text
+        assert "PRIVATE KEY" not in code_text
     assert model["cores"] == 2 and model["memory"] >= 2 * 10**9 * 0.9
     assert "proxy/" in model["dashboard_link"] and model["dashboard_link"].endswith("/status")
     roles = sorted(p["role"] for p in model["pods"])

@@ -122,6 +122,19 @@ class PodRuntime(abc.ABC):
         """Delete a NetworkPolicy; False when it was already gone (or the runtime keeps none)."""
         return False
 
+    # -- secrets (a cluster's TLS credentials, tls.py) ------------------------------------------
+    async def create_secret(self, manifest: dict) -> dict:
+        """Create a Secret; return the stored object."""
+        raise NotImplementedError
+
+    async def read_secret(self, name: str) -> dict | None:
+        """The Secret, or None when it does not exist."""
+        raise NotImplementedError
+
+    async def delete_secret(self, name: str) -> bool:
+        """Delete a Secret; False when it was already gone."""
+        raise NotImplementedError
+
     # -- bulk and lifecycle ----------------------------------------------------------------------
     async def delete_pods(self, label_selector: str, grace_period_seconds: int | None = None) -> int:
         """Delete every pod matching the selector, all at once; how many were deleted."""

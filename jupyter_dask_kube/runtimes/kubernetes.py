@@ -529,6 +529,18 @@ class KubernetesRuntime(PodRuntime):
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _api_error(exc, self.host) from None
 
+    # -- secrets ---------------------------------------------------------------------------------
+    async def create_secret(self, manifest: dict) -> dict:
+        return await self._create(self.core.create_namespaced_secret, self.read_secret, manifest)
+
+    async def read_secret(self, name: str) -> dict | None:
+        resp = await self._unless_missing(self.core.read_namespaced_secret, name, self.namespace)
+        return None if resp is None else self._json(resp)
+
+    async def delete_secret(self, name: str) -> bool:
+        resp = await self._unless_missing(self.core.delete_namespaced_secret, name, self.namespace)
+        return resp is not None
+
     # -- permissions -----------------------------------------------------------------------------
     async def can_i(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:
         """SelfSubjectAccessReview for one verb on one resource (core API group by default) in our namespace."""

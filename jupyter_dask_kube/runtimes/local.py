@@ -10,10 +10,13 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 
-from . import loopback
+from . import loopback, secretvolumes
 from ..objectstore import Gone, ObjectStore
 from ..selectors import SelectorError, label_matcher
 from .base import PodRuntime, RuntimeAPIError, WatchEvent
@@ -44,6 +47,12 @@ class LocalRuntime(PodRuntime):
         super().__init__(namespace or "default")
         self.runner = runner or LocalPodRunner(**runner_kwargs)
         self.runner.on_status = self._on_status
+        # Secrets stay in this process's store; pods that mount one get owner-only copies (secretvolumes.py)
+        # under this runtime's own directory in the user's Jupyter runtime dir, removed on close.
+        self._files_dir: str | None = None
+        self.runner.read_secret = self._read_secret_for_pod
+        if self.runner.volume_root is None:  # made when a pod first mounts a Secret
+            self.runner.volume_root = lambda: os.path.join(self.files_dir, "pods")
         #: pods and services (keyed by (plural, namespace, name)), their resourceVersions, watch history, owners
         self.store = ObjectStore(_HISTORY, snapshot=True)  # snapshot: stored objects change in place here
         self._proxies: dict[str, loopback.ServiceProxy] = {}
@@ -107,6 +116,8 @@ class LocalRuntime(PodRuntime):
                 self._spawn(self.delete_pod(name))
             elif plural == "services":
                 self._spawn(self.delete_service(name))
+            elif plural == "secrets":
+                self._spawn(self.delete_secret(name))
             elif (obj := self._get(plural, name)) is not None:  # anything else stored here: no process to stop
                 self.store.remove(plural, obj)
 
@@ -286,6 +297,71 @@ class LocalRuntime(PodRuntime):
         self._collect_garbage(svc["metadata"]["uid"])
         return True
 
+    # -- secrets ---------------------------------------------------------------------------------
+    @property
+    def files_dir(self) -> str:
+        """This runtime's directory (0700) in the user's Jupyter runtime dir: Secrets' owner-only files."""
+        if self._files_dir is None:
+            try:
+                from jupyter_core.paths import jupyter_runtime_dir
+
+                base = os.path.join(jupyter_runtime_dir(), "dask-kube")
+            except ImportError:  # pragma: no cover (jupyter_server depends on it)
+                base = os.path.join(tempfile.gettempdir(), f"dask-kube-{os.getuid()}")
+            os.makedirs(base, mode=0o700, exist_ok=True)
+            os.chmod(base, 0o700)
+            self._files_dir = tempfile.mkdtemp(prefix="rt-", dir=base)  # 0700
+        return self._files_dir
+
+    def secret_directory(self, name: str) -> str | None:
+        """Where the Secret ``name``'s keys are, as files only this user can read (None: no such Secret).
+        What a notebook of the same user on this machine connects with (the local runtime's connect code)."""
+        if self._get("secrets", name) is None:
+            return None
+        return os.path.join(self.files_dir, "secrets", name)
+
+    async def create_secret(self, manifest: dict) -> dict:
+        secret = self._new_meta("secrets", manifest)
+        secret.setdefault("apiVersion", "v1")
+        secret["kind"] = "Secret"
+        secret.setdefault("type", "Opaque")
+        data = secret.get("data") or {}
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise RuntimeAPIError(400, "BadRequest", "Secret data must map keys to base64 strings")
+        files_dir = os.path.join(self.files_dir, "secrets", secret["metadata"]["name"])
+        try:
+            secretvolumes.check_data(secret)
+        except ValueError as e:
+            raise RuntimeAPIError(422, "Invalid", f'Secret "{secret["metadata"]["name"]}" is invalid: {e}') from None
+        self.store.add("secrets", secret)  # first: a pod already waiting for it may go on at once
+        self.runner.secrets_changed()
+        try:
+            await asyncio.to_thread(secretvolumes.write_secret, files_dir, secret)
+        except (OSError, secretvolumes.MountError) as e:
+            self.store.remove("secrets", secret)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(shutil.rmtree, files_dir, True)
+            raise RuntimeAPIError(500, "InternalError",
+                                  f'Secret "{secret["metadata"]["name"]}" cannot be written to {files_dir}: {e}') from None
+        if self.store.owners_gone(secret, ("Pod", "Service")):
+            self._spawn(self.delete_secret(secret["metadata"]["name"]))
+        return copy.deepcopy(secret)
+
+    async def read_secret(self, name: str) -> dict | None:
+        secret = self._get("secrets", name)
+        return copy.deepcopy(secret) if secret is not None else None
+
+    async def _read_secret_for_pod(self, namespace: str, name: str) -> dict | None:
+        return await self.read_secret(name) if namespace == self.namespace else None
+
+    async def delete_secret(self, name: str) -> bool:
+        secret = self._get("secrets", name)
+        if secret is None or self.store.remove("secrets", secret) is None:
+            return False
+        if self._files_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, os.path.join(self._files_dir, "secrets", name), True)
+        return True
+
     # -- lifecycle -------------------------------------------------------------------------------
     async def close(self) -> None:
         """Stop every pod (in parallel) and every service proxy; end all watches."""
@@ -304,3 +380,5 @@ class LocalRuntime(PodRuntime):
             await asyncio.wait(pending, timeout=10)
         self.store.clear()
         self.store.close_watches()
+        if self._files_dir is not None:  # every Secret's files, and what pods' volumes left
+            await asyncio.to_thread(shutil.rmtree, self._files_dir, True)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import psutil
 
 from ..quantities import parse_quantity
-from . import loopback
+from . import loopback, secretvolumes
 from .forkserver import ForkError, ForkServer, forkable
 
 logger = logging.getLogger(__name__)
@@ -282,6 +282,10 @@ class _Pod:
         self.stop_event = asyncio.Event()
         self.stop_task: asyncio.Task | None = None
         self.workdir: str | None = None
+        #: secret volumes: the task writing them (shared by the containers), per container mount path -> directory
+        self.mounting: asyncio.Task | None = None
+        self.mounts: dict[str, dict[str, str]] = {}
+        self.volume_dir: str | None = None
         self.last_status: dict | None = None
         self.cond_times: dict[str, tuple[str, str]] = {}
 
@@ -306,8 +310,17 @@ class LocalPodRunner:
                  log_dir: str | None = None, enforce_memory_limits: bool = True,
                  image_pull_fail: Callable[[str], bool] | None = None,
                  backoff_initial: float = 1.0, backoff_max: float = 30.0, memory_poll_interval: float = 1.0,
-                 fork_server: bool | ForkServer | None = None):
+                 fork_server: bool | ForkServer | None = None,
+                 read_secret: secretvolumes.SecretReader | None = None,
+                 volume_root: str | Callable[[], str] | None = None,
+                 mount_retry_max: float = 2.0):
         self.on_status = on_status
+        #: where Secrets of ``secret`` volumes come from (the API, or the local runtime's store); None: no such volumes
+        self.read_secret = read_secret
+        #: parent of the per-pod directories that hold mounted Secrets (made 0700); default: the system temp dir
+        self.volume_root = volume_root
+        self.mount_retry_max = mount_retry_max
+        self._secrets_changed = asyncio.Event()
         self.run_processes = run_processes
         self.log_dir = log_dir
         self.enforce_memory_limits = enforce_memory_limits
@@ -366,6 +379,12 @@ class LocalPodRunner:
         if p.containers:
             await asyncio.wait([asyncio.create_task(c.attempted.wait()) for c in p.containers])
         return ip
+
+    def secrets_changed(self) -> None:
+        """A Secret was created: pods waiting for one look again at once (the cluster makes its Secret just
+        after its scheduler pod, which may already wait for it)."""
+        self._secrets_changed.set()
+        self._secrets_changed = asyncio.Event()
 
     def status(self, name: str) -> dict | None:
         p = self._pods.get(name)
@@ -481,10 +500,15 @@ class LocalPodRunner:
     # -- containers ------------------------------------------------------------------------------
     def _environment(self, p: _Pod, c: _Container) -> tuple[list[str], dict[str, str]]:
         declared = container_env(p.manifest, c.spec, p.ip)
+        mounts = p.mounts.get(c.name)
+        if mounts:  # no mount namespace here: paths under a mount path point at the pod's own copy
+            declared = {k: secretvolumes.rewrite(v, mounts) for k, v in declared.items()}
         env = base_environment()
         env.update(POD_IP=p.ip, HOSTNAME=p.name, PYTHONUNBUFFERED="1")
         env.update(declared)
         argv = container_argv(c.spec, declared, p.ip)
+        if mounts:
+            argv = [secretvolumes.rewrite(a, mounts) for a in argv]
         if not argv:
             raise StartError("no command specified")
         exe = argv[0]
@@ -568,9 +592,44 @@ class LocalPodRunner:
                 _killpg(proc.pid, signal.SIGKILL)
                 return
 
+    async def _mount(self, p: _Pod) -> bool:
+        """Write the pod's secret volumes (secretvolumes.py); while a Secret is missing the pod waits in
+        ContainerCreating with the kubelet's FailedMount words, and it is tried again. False: stopped first."""
+        delay = 0.01
+        while not p.stopping:
+            changed = self._secrets_changed
+            try:
+                if self.read_secret is None:
+                    raise secretvolumes.MountError("MountVolume.SetUp failed: this runtime cannot read Secrets")
+                if p.volume_dir is None:
+                    root = self.volume_root() if callable(self.volume_root) else self.volume_root
+                    if root:
+                        await asyncio.to_thread(os.makedirs, root, 0o700, True)
+                    p.volume_dir = await asyncio.to_thread(tempfile.mkdtemp, f"-{p.name[:40]}", "jdk-vol-", root)
+                p.mounts = await secretvolumes.materialize(p.manifest, self.read_secret, p.volume_dir)
+                return True
+            except (secretvolumes.MountError, OSError) as exc:
+                message = str(exc)
+            for c in p.containers:
+                c.state = {"waiting": {"reason": "ContainerCreating", "message": message}}
+                c.attempted.set()
+            self._changed(p)
+            # until the delay passes, a Secret is created here, or the pod is stopped
+            waits = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(p.stop_event.wait())]
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            delay = min(delay * 2, self.mount_retry_max)
+        return False
+
     async def _run_container(self, p: _Pod, c: _Container) -> None:
         backoff = self.backoff_initial
         try:
+            if secretvolumes.secret_volumes(p.manifest):
+                if p.mounting is None:
+                    p.mounting = asyncio.create_task(self._mount(p))
+                if not await asyncio.shield(p.mounting):
+                    return
             while not p.stopping:
                 if self.image_pull_fail is not None and self.image_pull_fail(c.image):
                     c.state = {"waiting": {"reason": "ErrImagePull", "message":
@@ -691,6 +750,8 @@ class LocalPodRunner:
             loopback.release_address(p.ip)
         if p.workdir:
             await asyncio.to_thread(shutil.rmtree, p.workdir, True)
+        if p.volume_dir:  # the Secret's files go with the pod, as a kubelet unmounts its tmpfs
+            await asyncio.to_thread(secretvolumes.remove, p.volume_dir)
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):

@@ -6,7 +6,9 @@ lists and watches pods and Services (resourceVersion, relist on 410), binds pend
 containers as local processes on their own loopback IPs (:class:`~..runtimes.localpod.LocalPodRunner`), posts
 their status through ``pods/{name}/status``, finishes graceful deletion (SIGTERM, grace period, SIGKILL, then the
 final delete with ``gracePeriodSeconds=0``), serves container logs on its HTTPS kubelet port (the API server
-proxies ``pods/log`` there: :mod:`.kubeletserver`), injects Service environment variables, and proxies Service
+proxies ``pods/log`` there: :mod:`.kubeletserver`), injects Service environment variables, mounts ``secret``
+volumes (it reads each Secret through the API and writes owner-only files per pod; a missing one keeps the pod in
+ContainerCreating with FailedMount's words: :mod:`..runtimes.secretvolumes`), and proxies Service
 clusterIPs to ready pods found by selector (real Endpoints refuse loopback IPs). Optionally it plays a cluster
 autoscaler that adds a Node after a delay. The same agent drives the emulator and a real kube-apiserver.
 """
@@ -409,9 +411,25 @@ class NodeAgent:
             runner = LocalPodRunner(lambda name, status, ns=namespace: self._on_status((ns, name), status),
                                     run_processes=self.run_processes, log_dir=log_dir,
                                     enforce_memory_limits=self.enforce_memory_limits,
-                                    image_pull_fail=self.image_pull_fail)
+                                    image_pull_fail=self.image_pull_fail, read_secret=self._read_secret,
+                                    volume_root=self._volume_root())
             self._runners[namespace] = runner
         return runner
+
+    def _volume_root(self) -> str:
+        """Where the Secrets of pods' secret volumes are written (per pod, owner-only; runtimes/secretvolumes.py)."""
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="jdk-node-agent-")
+        return os.path.join(self._tmp, "volumes")
+
+    async def _read_secret(self, namespace: str, name: str) -> dict | None:
+        """A Secret a pod mounts, read through the API with the agent's own credentials, as a kubelet does."""
+        try:
+            return await self.api.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except KubeAPIError as e:
+            if e.status == 404:
+                return None
+            raise
 
     def _with_service_env(self, pod: dict) -> dict:
         """A copy of the pod whose containers list the Service variables first (their own ``env`` wins)."""

@@ -1,6 +1,7 @@
 """What the emulated API server validates on create and update, in the API server's words."""
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -16,6 +17,7 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
                  "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
@@ -101,6 +103,15 @@ def validate(res: Res, obj: dict) -> None:
                             causes.append((f"spec.containers[{i}].resources.{r}[{k}]", "FieldValueInvalid",
                                            f'Invalid value: "{v}": quantities must match the regular '
                                            "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"))
+        volumes = _check_volumes(spec if isinstance(spec, dict) else {}, causes)
+        for i, c in enumerate(containers or []):
+            for j, m in enumerate((c or {}).get("volumeMounts") or []):
+                if m.get("name") not in volumes:
+                    causes.append((f"spec.containers[{i}].volumeMounts[{j}].name", "FieldValueNotFound",
+                                   f'Not found: "{m.get("name")}"'))
+                if not m.get("mountPath"):
+                    causes.append((f"spec.containers[{i}].volumeMounts[{j}].mountPath", "FieldValueRequired",
+                                   "Required value"))
         if spec and spec.get("restartPolicy") not in (None, "Always", "OnFailure", "Never"):
             causes.append(("spec.restartPolicy", "FieldValueNotSupported",
                            f'Unsupported value: "{spec["restartPolicy"]}": supported values: "Always", "Never", "OnFailure"'))
@@ -121,5 +132,33 @@ def validate(res: Res, obj: dict) -> None:
             kind, _, detail = rest.partition(": ")
             causes.append((path, {"Required value": "FieldValueRequired", "Forbidden": "FieldValueForbidden",
                                   "Unsupported value": "FieldValueNotSupported"}.get(kind, "FieldValueInvalid"), rest))
+    elif res.plural == "secrets":
+        for field in ("data", "stringData"):
+            for key, value in (obj.get(field) or {}).items():
+                if not SECRET_KEY.match(key) or len(key) > 253:
+                    causes.append((f"{field}[{key}]", "FieldValueInvalid", f'Invalid value: "{key}": a valid config '
+                                   "key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or "
+                                   "'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"))
+                if field == "data":
+                    try:
+                        base64.b64decode(value, validate=True)
+                    except (ValueError, TypeError):
+                        causes.append((f"data[{key}]", "FieldValueInvalid", "Invalid value: illegal base64 data"))
     if causes:
         raise invalid(res.kind, name, causes)
+
+
+def _check_volumes(spec: dict, causes: list) -> set:
+    """Volume names (DNS-1123 labels, unique); a secret volume names its Secret. Returns the names."""
+    names: set = set()
+    for i, v in enumerate(spec.get("volumes") or []):
+        vname = (v or {}).get("name") or ""
+        if not vname or len(vname) > 63 or not DNS1123_LABEL.match(vname):
+            causes.append((f"spec.volumes[{i}].name", "FieldValueInvalid", f'Invalid value: "{vname}": {LABEL_MSG}'))
+        elif vname in names:
+            causes.append((f"spec.volumes[{i}].name", "FieldValueDuplicate", f'Duplicate value: "{vname}"'))
+        names.add(vname)
+        secret = (v or {}).get("secret")
+        if isinstance(secret, dict) and not secret.get("secretName"):
+            causes.append((f"spec.volumes[{i}].secret.secretName", "FieldValueRequired", "Required value"))
+    return names

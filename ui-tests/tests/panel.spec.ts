@@ -121,8 +121,9 @@ test.describe.serial('cluster lifecycle', () => {
     await page.mouse.move(target!.x + 60, target!.y + target!.height / 2, { steps: 10 });
     await page.mouse.up();
     const inserted = notebook.locator('.jp-CodeCell').first();
-    await expect(inserted.locator('.jp-InputArea')).toContainText('from dask.distributed import Client');
-    await expect(inserted.locator('.jp-InputArea')).toContainText('client = Client("tcp://');
+    // local backend, TLS on: a Client with the owner-only credential files (the model's connect_code)
+    await expect(inserted.locator('.jp-InputArea')).toContainText('from distributed import Client, Security');
+    await expect(inserted.locator('.jp-InputArea')).toContainText("client = Client('tls://");
     await expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).toBeVisible({
       timeout: 90_000
     });
