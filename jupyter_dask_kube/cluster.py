@@ -40,7 +40,7 @@ from .objects import (
     LABEL_COMPONENT,
     build_scheduler_pod,
     build_service,
-    build_worker_pod,
+    WorkerPodBuilder,
     cluster_selector,
     resource_warnings,
 )
@@ -137,7 +137,7 @@ class WorkerPod(ProcessInterface):
         c = self._cluster()
         if not self.adopt:
             try:
-                await c.runtime.create_pod(c._worker_manifest(self.name, self.scheduler))
+                await c._create_worker_pod(self.name, self.scheduler)
             except RuntimeAPIError as err:
                 # Refused, or no answer even after the runtime's retries: no pod exists. Forget the worker
                 # (the spec must not name a pod that is not there) and let the crash-loop guard decide on a
@@ -346,17 +346,30 @@ class KubeCluster(SpecCluster):
         )
         return apply_lifetime(pod, expires=self.expires, no_client_timeout=self.no_client_timeout, owner=self.owner_pod)
 
-    def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
+    def _worker_builder(self, scheduler_address: str) -> WorkerPodBuilder:
+        """The cluster's worker pod builder, made again when what it was built from changed."""
         owner = self.scheduler.pod if isinstance(self.scheduler, SchedulerPod) else None
-        return build_worker_pod(
-            self.pod_template,
-            cluster_name=self.name,
-            username=self.username,
-            worker_name=worker_name,
-            scheduler_address=scheduler_address,
-            owner=owner,
-            env=self.env,
-        )
+        b = getattr(self, "_builder", None)
+        if (b is None or b.template is not self.pod_template or b.kwargs["owner"] is not owner
+                or b.kwargs["scheduler_address"] != scheduler_address or b.kwargs["env"] != self.env
+                or b.kwargs["cluster_name"] != self.name or b.kwargs["username"] != self.username):
+            b = self._builder = WorkerPodBuilder(
+                self.pod_template,
+                cluster_name=self.name,
+                username=self.username,
+                scheduler_address=scheduler_address,
+                owner=owner,
+                env=dict(self.env),
+            )
+        return b
+
+    def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
+        return self._worker_builder(scheduler_address)(worker_name)
+
+    async def _create_worker_pod(self, worker_name: str, scheduler_address: str) -> None:
+        """Create one worker pod; its answer is not read (the watch reports the pod)."""
+        builder = self._worker_builder(scheduler_address)
+        await self.runtime.create_worker_pod(builder(worker_name), shape=builder)
 
     def _new_worker_name(self, worker_number):
         return worker_pod_name(self.name, new_worker_suffix())
@@ -440,7 +453,7 @@ class KubeCluster(SpecCluster):
             for name in names:
                 self.worker_spec[name] = {"cls": WorkerPod, "options": {"cluster": self, "adopt": True}}
             self._requested = self._n_workers
-            early = asyncio.gather(*(self.runtime.create_pod(self._worker_manifest(n, sched.address)) for n in names))
+            early = asyncio.gather(*(self._create_worker_pod(n, sched.address) for n in names))
         try:
             await sched
         finally:
