@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import itertools
 import json
 import logging
@@ -461,6 +462,11 @@ def serve(fd: int, background: bool = False) -> None:
         _preload_in_background()
     else:
         _preload()
+    # Forks share this process's memory until they write to it, and a garbage collection in a fork writes to
+    # every object it scans (its gc header): a nanny and its worker, both forks, each scanned the whole of
+    # distributed and bokeh, copying most of the pages, at start. Objects frozen here are not scanned in forks.
+    gc.collect()
+    gc.freeze()
     sock = socket.socket(fileno=fd)
     rd, wakeup = os.pipe()
     os.set_blocking(wakeup, False)
