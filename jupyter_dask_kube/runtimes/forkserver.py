@@ -144,6 +144,14 @@ class ForkServer:
         ours.setblocking(False)
         self._sock = ours
 
+    def hurry(self) -> None:
+        """Someone may want a pod soon (the Jupyter server has started): let the background imports run at full
+        priority from now on (see _preload_in_background). Needs no event loop; does nothing once they are done."""
+        if self._sock is None or self.broken:
+            return
+        with contextlib.suppress(OSError):  # a full socket means requests are waiting: they hurry it anyway
+            self._sock.send(b'{"hurry": true}')
+
     async def _ensure(self) -> None:
         """Started, and read on this event loop."""
         self.start()
@@ -433,17 +441,24 @@ def _preload() -> None:
             importlib.import_module(module)
 
 
-def _preload_in_background(niceness: int = 10) -> None:
+def _preload_in_background(sock: socket.socket | None = None, niceness: int = 10) -> None:
     """:func:`_preload` at a lower priority: started as the Jupyter server starts, these imports should take only
-    the CPU it leaves. In a thread of its own, because on Linux nice is per thread and cannot be undone without
-    privileges: the thread has ended before any fork, so pods run at this process's normal priority."""
+    the CPU it leaves. In a thread of its own, because on Linux nice is per thread: the thread has ended before
+    any fork, so pods run at this process's normal priority.
+
+    Once someone waits (a pod request, or the runner's "hurry": the Jupyter server has started) the rest of the
+    imports no longer yield: the thread gets this process's priority back. Lowering a nice value needs
+    privileges (root, CAP_SYS_NICE or RLIMIT_NICE); without them the imports stay niced to the end, as before."""
     import threading
 
     failed: list[BaseException] = []
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    tid: list[int] = []
 
     def run():
+        tid.append(threading.get_native_id())
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
+            os.setpriority(os.PRIO_PROCESS, tid[0], min(19, ours + niceness))
         try:
             _preload()
         except BaseException as exc:
@@ -451,6 +466,12 @@ def _preload_in_background(niceness: int = 10) -> None:
 
     thread = threading.Thread(target=run, name="preload")
     thread.start()
+    while sock is not None and thread.is_alive():
+        ready, _, _ = select.select([sock], [], [], 0.5)
+        if ready:  # a request or a hurry is waiting (read later, by serve): no more yielding
+            with contextlib.suppress(OSError, IndexError):
+                os.setpriority(os.PRIO_PROCESS, tid[0], ours)
+            break
     thread.join()
     if failed:  # e.g. a module that wants the main thread: import here as before
         _preload()
@@ -458,8 +479,9 @@ def _preload_in_background(niceness: int = 10) -> None:
 
 def serve(fd: int, background: bool = False) -> None:
     _STARTED_WITH.update(os.environ)
+    sock = socket.socket(fileno=fd)
     if background:
-        _preload_in_background()
+        _preload_in_background(sock)
     else:
         _preload()
     # Forks share this process's memory until they write to it, and a garbage collection in a fork writes to
@@ -467,7 +489,6 @@ def serve(fd: int, background: bool = False) -> None:
     # distributed and bokeh, copying most of the pages, at start. Objects frozen here are not scanned in forks.
     gc.collect()
     gc.freeze()
-    sock = socket.socket(fileno=fd)
     rd, wakeup = os.pipe()
     os.set_blocking(wakeup, False)
     signal.set_wakeup_fd(wakeup)
@@ -487,6 +508,8 @@ def serve(fd: int, background: bool = False) -> None:
         if not data:
             return  # the runner is gone
         msg = json.loads(data)
+        if msg.get("hurry") and not fds:  # done its work already: the imports are in
+            continue
         if len(fds) != 1 or not forkable(msg.get("argv", [])):
             for f in fds:
                 os.close(f)
