@@ -139,7 +139,6 @@ class DaskKube(ExtensionApp):
         finally:
             if fork_server is not None and not local:
                 fork_server.discard()
-        self._hurry_fork_server = fork_server if local else None
         if operator or (backend == "auto" and runtime.backend == "kubernetes" and _operator_applies(runtime)):
             from .backends.operator import OperatorBackend
 
@@ -223,14 +222,7 @@ class DaskKube(ExtensionApp):
         backend = getattr(self, "cluster_backend", None)
         return backend.scheduler_hosts() if backend is not None else ()
 
-    _hurry_fork_server = None
-
     async def _start_jupyter_server_extension(self, serverapp):
-        # The server is about to answer, and a first cluster may be asked for at once: the fork server's imports,
-        # niced so far so as not to slow the server's start, need not yield any more.
-        if self._hurry_fork_server is not None:
-            self._hurry_fork_server.hurry()
-
         async def start():
             try:
                 await self.cluster_backend.start()

@@ -144,14 +144,6 @@ class ForkServer:
         ours.setblocking(False)
         self._sock = ours
 
-    def hurry(self) -> None:
-        """Someone may want a pod soon (the Jupyter server has started): let the background imports run at full
-        priority from now on (see _preload_in_background). Needs no event loop; does nothing once they are done."""
-        if self._sock is None or self.broken:
-            return
-        with contextlib.suppress(OSError):  # a full socket means requests are waiting: they hurry it anyway
-            self._sock.send(b'{"hurry": true}')
-
     async def _ensure(self) -> None:
         """Started, and read on this event loop."""
         self.start()
@@ -446,9 +438,10 @@ def _preload_in_background(sock: socket.socket | None = None, niceness: int = 10
     the CPU it leaves. In a thread of its own, because on Linux nice is per thread: the thread has ended before
     any fork, so pods run at this process's normal priority.
 
-    Once someone waits (a pod request, or the runner's "hurry": the Jupyter server has started) the rest of the
-    imports no longer yield: the thread gets this process's priority back. Lowering a nice value needs
-    privileges (root, CAP_SYS_NICE or RLIMIT_NICE); without them the imports stay niced to the end, as before."""
+    Once a pod is asked for, the rest of the imports no longer yield: the thread gets this process's priority
+    back. (Not earlier: full-priority imports as the Jupyter server starts slowed its start-up, see
+    benchmarks/README.md.) Lowering a nice value needs privileges (root, CAP_SYS_NICE or RLIMIT_NICE); without
+    them the imports stay niced to the end, as before."""
     import threading
 
     failed: list[BaseException] = []
@@ -468,7 +461,7 @@ def _preload_in_background(sock: socket.socket | None = None, niceness: int = 10
     thread.start()
     while sock is not None and thread.is_alive():
         ready, _, _ = select.select([sock], [], [], 0.5)
-        if ready:  # a request or a hurry is waiting (read later, by serve): no more yielding
+        if ready:  # a request is waiting (read later, by serve): no more yielding
             with contextlib.suppress(OSError, IndexError):
                 os.setpriority(os.PRIO_PROCESS, tid[0], ours)
             break
@@ -508,8 +501,6 @@ def serve(fd: int, background: bool = False) -> None:
         if not data:
             return  # the runner is gone
         msg = json.loads(data)
-        if msg.get("hurry") and not fds:  # done its work already: the imports are in
-            continue
         if len(fds) != 1 or not forkable(msg.get("argv", [])):
             for f in fds:
                 os.close(f)
