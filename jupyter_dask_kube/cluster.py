@@ -43,8 +43,8 @@ from .objects import (
     build_network_policy,
     build_scheduler_pod,
     build_service,
-    build_worker_pod,
     client_selector,
+    WorkerPodBuilder,
     cluster_selector,
     resource_warnings,
 )
@@ -164,7 +164,7 @@ class WorkerPod(ProcessInterface):
         c = self._cluster()
         if not self.adopt:
             try:
-                await c.runtime.create_pod(c._worker_manifest(self.name, self.scheduler))
+                await c._create_worker_pod(self.name, self.scheduler)
             except RuntimeAPIError as err:
                 # Refused, or no answer even after the runtime's retries: no pod exists. Forget the worker
                 # (the spec must not name a pod that is not there) and let the crash-loop guard decide on a
@@ -410,18 +410,35 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
             pod = tlsmod.mount_credentials(pod, self.name)
         return apply_lifetime(pod, expires=self.expires, no_client_timeout=self.no_client_timeout, owner=self.owner_pod)
 
-    def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
+    def _worker_builder(self, scheduler_address: str) -> WorkerPodBuilder:
+        """The cluster's worker pod builder, made again when what it was built from changed."""
         owner = self.scheduler.pod if isinstance(self.scheduler, SchedulerPod) else None
-        pod = build_worker_pod(
-            self.pod_template,
-            cluster_name=self.name,
-            username=self.username,
-            worker_name=worker_name,
-            scheduler_address=scheduler_address,
-            owner=owner,
-            env=self.env,
-        )
-        return tlsmod.mount_credentials(pod, self.name) if self.tls else pod
+        b = getattr(self, "_builder", None)
+        if (b is None or b.template is not self.pod_template or b.kwargs["owner"] is not owner
+                or b.kwargs["scheduler_address"] != scheduler_address or b.kwargs["env"] != self.env
+                or b.kwargs["cluster_name"] != self.name or b.kwargs["username"] != self.username
+                or (b.finish is not None) != self.tls):
+            b = self._builder = WorkerPodBuilder(
+                self.pod_template,
+                cluster_name=self.name,
+                username=self.username,
+                scheduler_address=scheduler_address,
+                owner=owner,
+                env=dict(self.env),
+                finish=self._mount_credentials if self.tls else None,
+            )
+        return b
+
+    def _worker_manifest(self, worker_name: str, scheduler_address: str) -> dict:
+        return self._worker_builder(scheduler_address)(worker_name)
+
+    async def _create_worker_pod(self, worker_name: str, scheduler_address: str) -> None:
+        """Create one worker pod; its answer is not read (the watch reports the pod)."""
+        builder = self._worker_builder(scheduler_address)
+        await self.runtime.create_worker_pod(builder(worker_name), shape=builder)
+
+    def _mount_credentials(self, pod: dict) -> dict:
+        return tlsmod.mount_credentials(pod, self.name)
 
     async def _create_secret(self, scheduler_pod: dict | None):
         """The cluster's credentials as a Secret owned by its (just created) scheduler pod. The pod is made first
@@ -548,7 +565,7 @@ class KubeCluster(SpecCluster, PolledWorkerStatus):
             for name in names:
                 self.worker_spec[name] = {"cls": WorkerPod, "options": {"cluster": self, "adopt": True}}
             self._requested = self._n_workers
-            early = asyncio.gather(*(self.runtime.create_pod(self._worker_manifest(n, sched.address)) for n in names))
+            early = asyncio.gather(*(self._create_worker_pod(n, sched.address) for n in names))
         try:
             await sched
         finally:

@@ -2,6 +2,7 @@
 and still behave as their own processes (environment, config, output, exit codes, dying with the runner)."""
 import asyncio
 import os
+import resource
 import signal
 
 import psutil
@@ -149,5 +150,48 @@ async def test_background_start_imports_at_low_priority_and_pods_run_at_normal_p
         [pid] = r.pids("s")
         assert psutil.Process(pid).ppid() == server.pid and psutil.Process(pid).nice() == 0
         assert niced_threads() == [] and server.num_threads() == 1, "the importing thread has ended"
+    finally:
+        await r.close()
+
+
+async def test_forks_start_with_the_imported_objects_frozen(runner, tmp_path):
+    # gc.freeze() in the fork server: a collection in a pod then skips what was imported before the fork
+    # (~110 ms of CPU and most of the shared pages copied per full collection, in every pod process otherwise)
+    preload = tmp_path / "report_frozen.py"
+    preload.write_text("import gc\nprint('FROZEN', gc.get_freeze_count(), flush=True)\n")
+    await runner.run(scheduler_pod("frozen", args=["--preload", str(preload)]))
+    line = await wait_until(lambda: next((ln for ln in runner.logs("frozen").splitlines() if "FROZEN" in ln), None),
+                            WAIT, what="the preload's report")
+    assert int(line.split()[-1]) > 10000, line
+
+
+def thread_nices(pid):
+    """{tid: nice} of a process's threads (Linux: nice is per thread; field 19 of /proc/<pid>/task/<tid>/stat)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[16])
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and resource.getrlimit(resource.RLIMIT_NICE)[0] < 20,
+                    reason="lowering a nice value needs root, CAP_SYS_NICE or RLIMIT_NICE >= 20")
+async def test_a_pod_request_gives_the_importing_thread_full_priority(tmp_path):
+    r = LocalPodRunner(log_dir=str(tmp_path), fork_server=True)
+    try:
+        assert r.start_fork_server()
+        pid = r.fork_server._popen.pid
+        niced = await wait_until(lambda: [t for t, n in thread_nices(pid).items() if n == 10], WAIT, interval=0.005,
+                                 what="the importing thread, niced")
+        # a pod asked for while the imports run (~1 s of CPU): they go on at the process's own priority
+        run = asyncio.ensure_future(r.run(scheduler_pod("s")))
+        await wait_until(lambda: thread_nices(pid).get(niced[0]) == 0, 10, interval=0.002,
+                         what="the importing thread at nice 0")
+        await run
+        await wait_until(lambda: "Scheduler at:" in r.logs("s"), WAIT, what="the scheduler to start")
+        assert psutil.Process(r.pids("s")[0]).ppid() == pid and psutil.Process(r.pids("s")[0]).nice() == 0
     finally:
         await r.close()

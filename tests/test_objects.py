@@ -36,6 +36,7 @@ from jupyter_dask_kube.objects import (
     scheduler_annotations,
     set_arg,
     user_selector,
+    WorkerPodBuilder,
 )
 from jupyter_dask_kube.templates import load_pod
 
@@ -60,7 +61,12 @@ def seed():
 
 def worker(template=None, **kw):
     kw = {"cluster_name": CLUSTER, "username": "alice", "worker_name": WORKER, "scheduler_address": ADDRESS, **kw}
-    return build_worker_pod(seed() if template is None else template, **kw)
+    tpl = seed() if template is None else template
+    pod = build_worker_pod(tpl, **kw)
+    # The cluster builds its workers with WorkerPodBuilder: the same pod, whatever the template
+    name = kw.pop("worker_name")
+    assert WorkerPodBuilder(tpl, **kw)(name) == pod
+    return pod
 
 
 def template(*containers, **spec):
@@ -158,6 +164,37 @@ def test_worker_pod_from_seed_exactly():
     model = assert_round_trips(pod)
     assert model.metadata.owner_references[0].uid == "1111-2222"
     assert resource_warnings(pod) == []
+
+
+def test_worker_pod_builder_equals_build_worker_pod():
+    """WorkerPodBuilder (what KubeCluster uses for every worker) makes exactly build_worker_pod's pod, for
+    every name, as independent objects; where its shortcut cannot be exact it builds per pod."""
+    kw = {"cluster_name": CLUSTER, "username": "alice", "scheduler_address": ADDRESS, "owner": SCHEDULER_POD,
+          "env": {"EXTRA": 1, "FLAG": True, "UNICODE": "é ☃"}}
+    templates = [
+        seed(),
+        template({"name": "dask", "image": "i", "args": ["dask-worker"],
+                  "resources": {"limits": {"cpu": "2500m", "memory": "4Gi"}}}),
+        template({"name": "s", "image": "s"}, {"name": "dask", "image": "i", "command": ["dask-worker"],
+                                                 "args": ["--name", "fixed"], "ports": [{"containerPort": 8788}]}),
+        # the placeholder itself in the template: built per pod, still right
+        template({"name": "dask", "image": "i", "args": ["dask-worker", WorkerPodBuilder.PLACEHOLDER]}),
+        # not plain JSON (a tuple, a non-string key): built per pod
+        template({"name": "dask", "image": "i", "args": ["dask-worker"], "ports": ({"containerPort": 1},)}),
+        {**template({"name": "dask", "image": "i", "args": ["dask-worker"]}), "metadata": {"annotations": {1: "x"}}},
+    ]
+    names = [WORKER, naming.worker_pod_name(CLUSTER, "zz9yy"), 'needs "escaping"\\ é']
+    for tpl in templates:
+        before = copy.deepcopy(tpl)
+        builder = WorkerPodBuilder(tpl, **kw)
+        pods = [builder(n) for n in names]
+        assert pods == [build_worker_pod(tpl, worker_name=n, **kw) for n in names]
+        assert tpl == before
+        pods[0]["spec"]["containers"][0].setdefault("env", []).append({"name": "MUTATED"})
+        pods[0]["metadata"]["labels"]["x"] = "y"
+        assert builder(names[0]) == build_worker_pod(tpl, worker_name=names[0], **kw)  # nothing shared
+    assert WorkerPodBuilder(templates[0], **kw)._text is not None  # the usual case takes the shortcut
+    assert WorkerPodBuilder(templates[3], **kw)._text is None
 
 
 def test_worker_pod_best_practices_added():

@@ -60,6 +60,13 @@ class PodRuntime(abc.ABC):
     async def create_pod(self, manifest: dict) -> dict:
         """Create a pod; return the stored object (name filled in when generateName was used)."""
 
+    async def create_worker_pod(self, manifest: dict, shape: object = None) -> None:
+        """Create a pod whose stored object the caller does not need (a worker: the watch reports it).
+
+        ``shape``: a hashable token shared by manifests that differ only in string values (their names, as
+        objects.WorkerPodBuilder makes them), so a runtime may check the first one for all of them."""
+        await self.create_pod(manifest)
+
     @abc.abstractmethod
     async def read_pod(self, name: str) -> dict | None:
         """The pod, or None when it does not exist."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import itertools
 import json
 import logging
@@ -432,17 +433,25 @@ def _preload() -> None:
             importlib.import_module(module)
 
 
-def _preload_in_background(niceness: int = 10) -> None:
+def _preload_in_background(sock: socket.socket | None = None, niceness: int = 10) -> None:
     """:func:`_preload` at a lower priority: started as the Jupyter server starts, these imports should take only
-    the CPU it leaves. In a thread of its own, because on Linux nice is per thread and cannot be undone without
-    privileges: the thread has ended before any fork, so pods run at this process's normal priority."""
+    the CPU it leaves. In a thread of its own, because on Linux nice is per thread: the thread has ended before
+    any fork, so pods run at this process's normal priority.
+
+    Once a pod is asked for, the rest of the imports no longer yield: the thread gets this process's priority
+    back. (Not earlier: full-priority imports as the Jupyter server starts slowed its start-up, see
+    benchmarks/README.md.) Lowering a nice value needs privileges (root, CAP_SYS_NICE or RLIMIT_NICE); without
+    them the imports stay niced to the end, as before."""
     import threading
 
     failed: list[BaseException] = []
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    tid: list[int] = []
 
     def run():
+        tid.append(threading.get_native_id())
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
+            os.setpriority(os.PRIO_PROCESS, tid[0], min(19, ours + niceness))
         try:
             _preload()
         except BaseException as exc:
@@ -450,6 +459,12 @@ def _preload_in_background(niceness: int = 10) -> None:
 
     thread = threading.Thread(target=run, name="preload")
     thread.start()
+    while sock is not None and thread.is_alive():
+        ready, _, _ = select.select([sock], [], [], 0.5)
+        if ready:  # a request is waiting (read later, by serve): no more yielding
+            with contextlib.suppress(OSError, IndexError):
+                os.setpriority(os.PRIO_PROCESS, tid[0], ours)
+            break
     thread.join()
     if failed:  # e.g. a module that wants the main thread: import here as before
         _preload()
@@ -457,11 +472,16 @@ def _preload_in_background(niceness: int = 10) -> None:
 
 def serve(fd: int, background: bool = False) -> None:
     _STARTED_WITH.update(os.environ)
+    sock = socket.socket(fileno=fd)
     if background:
-        _preload_in_background()
+        _preload_in_background(sock)
     else:
         _preload()
-    sock = socket.socket(fileno=fd)
+    # Forks share this process's memory until they write to it, and a garbage collection in a fork writes to
+    # every object it scans (its gc header): a full collection in a pod scanned all of distributed and bokeh
+    # (110 ms of CPU here) and copied most of their pages. Objects frozen here are not scanned in forks.
+    gc.collect()
+    gc.freeze()
     rd, wakeup = os.pipe()
     os.set_blocking(wakeup, False)
     signal.set_wakeup_fd(wakeup)

@@ -116,6 +116,9 @@ class ServiceProxy:
     BUFFER = 256 * 1024
     #: Seconds a new connection waits for a backend that is not up yet (see _on_connect).
     UPSTREAM_PATIENCE = 20.0
+    #: Seconds between attempts to reach that backend: often during the first second (workers forked with their
+    #: scheduler hold connections here until it listens, and each waited half an interval on average), then less.
+    RETRY_FAST, RETRY_FAST_FOR, RETRY_SLOW = 0.01, 1.0, 0.05
 
     def __init__(self, cluster_ip: str, ports: Iterable[tuple[int, int | str]],
                  resolve: Callable[..., str | tuple[str, int] | None]):
@@ -166,7 +169,8 @@ class ServiceProxy:
             # broken handshake, which dask does not retry. A real Service's client would instead see
             # "refused" and retry; holding the connection while the pod comes up gives the same outcome.
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.UPSTREAM_PATIENCE
+            started = loop.time()
+            deadline = started + self.UPSTREAM_PATIENCE
             while True:
                 try:
                     target = self._target(target_port)
@@ -181,7 +185,7 @@ class ServiceProxy:
                         logger.debug("service %s: cannot reach %s:%s: %s", self.cluster_ip, *target, e)
                 if self._closed or loop.time() >= deadline:
                     return
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(self.RETRY_FAST if loop.time() - started < self.RETRY_FAST_FOR else self.RETRY_SLOW)
             self._writers.add(up_writer)
             for w in (writer, up_writer):
                 sock = w.get_extra_info("socket")
