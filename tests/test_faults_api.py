@@ -153,7 +153,7 @@ async def test_cluster_lifecycle_under_api_faults(emu, retry_counter):
         times["create"] = time.monotonic() - t
         # The lifecycle can now finish within one watch connection's life: wait for a real cut, so the steps
         # below run on the resumed watch.
-        await wait_until(lambda: emu.stats()["watches_dropped"] > before.get("watches_dropped", 0),
+        await wait_until(lambda: emu.stats().get("watches_dropped", 0) > before.get("watches_dropped", 0),
                          30, interval=0.1, what="the emulator to cut the pod watch")
 
         t = time.monotonic()

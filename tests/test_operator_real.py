@@ -198,10 +198,12 @@ def kubecluster_env(real_control_plane, namespace, monkeypatch):
     from kubernetes import client
 
     from jupyter_dask_kube.testing.clusterdns import install_resolver
-    from jupyter_dask_kube.testing.kr8s_compat import patch_discovery
+    from jupyter_dask_kube.testing.kr8s_compat import patch_discovery, patch_read_retry
 
     monkeypatch.setattr(Api, "async_api_resources_uncached", Api.async_api_resources_uncached)
+    monkeypatch.setattr(Api, "_create_session", Api._create_session)
     patch_discovery()
+    patch_read_retry()
     monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
     with real_control_plane.api_client() as api_client:
         core = client.CoreV1Api(api_client)

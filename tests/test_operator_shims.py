@@ -50,3 +50,32 @@ def test_phase_for_the_scheduler_service():
     assert phase_for_service({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}}) == "Pending"
     assert phase_for_service({"spec": {"type": "LoadBalancer"},
                               "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.9"}]}}}) == "Running"
+
+
+@pytest.mark.asyncio
+async def test_read_retry_repeats_a_get_on_a_stale_connection_only(monkeypatch):
+    """A GET whose kept-alive connection was closed is sent again; a POST is not (it may have been applied)."""
+    import httpx
+    from kr8s._api import Api
+
+    from jupyter_dask_kube.testing.kr8s_compat import patch_read_retry
+
+    calls = []
+
+    async def fake_original(self):
+        async def request(*args, **kwargs):
+            calls.append(kwargs["method"])
+            if len(calls) == 1 or kwargs["method"] == "POST":
+                raise httpx.ReadError("stale connection")
+            return "answer"
+        self._session = type("S", (), {"request": staticmethod(request)})()
+
+    monkeypatch.setattr(Api, "_create_session", fake_original)
+    patch_read_retry()
+    patch_read_retry()  # idempotent
+    api = object.__new__(Api)
+    await Api._create_session(api)
+    assert await api._session.request(method="GET", url="/x") == "answer" and calls == ["GET", "GET"]
+    with pytest.raises(httpx.ReadError):
+        await api._session.request(method="POST", url="/x")
+    assert calls == ["GET", "GET", "POST"]

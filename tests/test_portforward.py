@@ -93,10 +93,10 @@ async def test_forced_port_forward_computes_serves_the_dashboard_and_leaves_noth
     name = cluster.name
     try:
         scheme, host, port = split_address(cluster.scheduler_address)
-        assert scheme == "tcp" and ipaddress.ip_address(host).is_loopback, cluster.scheduler_address
+        assert scheme == "tls" and ipaddress.ip_address(host).is_loopback, cluster.scheduler_address
         assert cluster.forwarder is not None and (cluster.forwarder.host, cluster.forwarder.local[8786]) == (host, port)
         svc = await runtime.read_service(name)
-        assert cluster.scheduler.address == f"tcp://{svc['spec']['clusterIP']}:8786"  # what the workers use
+        assert cluster.scheduler.address == f"tls://{svc['spec']['clusterIP']}:8786"  # what the workers use
         await cluster.wait_for_workers(1, timeout=WORKERS_UP)
         async with Client(cluster, asynchronous=True) as client:
             assert await client.submit(sum, [1, 2, 3]) == 6
@@ -178,7 +178,7 @@ async def test_auto_detects_an_unreachable_service_and_port_forwards(unreachable
     runtime = KubernetesRuntime(emu.namespace, kubeconfig=emu.kubeconfig)
     try:
         # never: the reason names the address that did not answer; nothing is left
-        with pytest.raises(RuntimeError, match=f"tcp://{ip}:8786 did not answer within 5s"):
+        with pytest.raises(RuntimeError, match=f"tls://{ip}:8786 did not answer within 5s"):
             await KubeCluster(small_pod(), name="pf-never-{uuid}", port_forward="never", scheduler_timeout=5,
                               asynchronous=True)
         await wait_until(lambda: no_pods(runtime, "app.kubernetes.io/name=dask"), 60, what="the failed cluster gone")
@@ -186,8 +186,8 @@ async def test_auto_detects_an_unreachable_service_and_port_forwards(unreachable
         cluster = await KubeCluster(small_pod(), name="pf-auto-{uuid}", asynchronous=True)
         try:
             assert cluster.port_forward == "auto" and cluster.forwarder is not None
-            assert cluster.scheduler_address == cluster.forwarder.address(8786)
-            assert cluster.scheduler.address == f"tcp://{ip}:8786"  # the workers' address is still the Service's
+            assert cluster.scheduler_address == cluster.forwarder.address(8786, "tls")
+            assert cluster.scheduler.address == f"tls://{ip}:8786"  # the workers' address is still the Service's
             async with Client(cluster, asynchronous=True) as client:
                 assert (await client.scheduler.identity())["type"] == "Scheduler"
             status, body = await asyncio.to_thread(fetch, cluster.dashboard_link)

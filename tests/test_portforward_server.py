@@ -15,6 +15,7 @@ import tornado.httpclient
 import yaml
 from distributed import Client
 
+from jupyter_dask_kube import tls
 from jupyter_dask_kube.objects import user_selector
 
 from helpers import rest_call, tiny_template, wait_model, wait_until
@@ -85,11 +86,17 @@ async def test_the_card_shows_the_forwarded_address_and_it_works(jp_fetch, jp_ht
     model = await wait_model(jp_fetch, cid, lambda m: m["status"] == "running" and m["workers"] == 1, timeout=180,
                              what="1 worker, reached through port-forward")
     address = model["scheduler_address"]
-    host, port = address[len("tcp://"):].rsplit(":", 1)
+    assert address.startswith("tls://"), address  # TLS per cluster, through the forwarder's plain byte pipe
+    host, port = address[len("tls://"):].rsplit(":", 1)
     port = int(port)
     assert ipaddress.ip_address(host).is_loopback and host != "127.0.0.1", address  # the forwarder's own address
     assert f"/proxy/{host}:" in model["dashboard_link"], model["dashboard_link"]  # the forwarded dashboard port
-    async with Client(address, asynchronous=True) as client:  # what the card's address gives a notebook
+    # what the card's address gives a notebook, with the owner's credentials from the cluster's Secret
+    api = real_control_plane.api()
+    secret = api.api_client.sanitize_for_serialization(
+        await asyncio.to_thread(api.read_namespaced_secret, tls.secret_name(cid), namespace))
+    security = tls.client_security(tls.credentials_from_secret(secret))
+    async with Client(address, security=security, asynchronous=True) as client:
         assert await client.submit(sum, [2, 3]) == 5
     # the dashboard through jupyter-server-proxy: its allow-list admits the forwarder's own address only
     server = f"http://localhost:{jp_http_port}"

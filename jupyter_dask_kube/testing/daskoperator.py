@@ -119,9 +119,10 @@ def main(argv=None) -> None:
     from kubernetes import client, config
 
     from .clusterdns import install_resolver
-    from .kr8s_compat import patch_discovery
+    from .kr8s_compat import patch_discovery, patch_read_retry
 
     patch_discovery()
+    patch_read_retry()
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
     install_resolver(lambda: [api.api_client.sanitize_for_serialization(s)

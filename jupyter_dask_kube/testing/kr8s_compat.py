@@ -38,3 +38,37 @@ def patch_discovery() -> None:
 
     setattr(async_api_resources_uncached, _PATCHED, True)
     Api.async_api_resources_uncached = async_api_resources_uncached
+
+
+_RETRYING = "_jdk_reads_retried"
+
+
+def patch_read_retry(attempts: int = 3) -> None:
+    """Make kr8s retry an idempotent request (GET) whose kept-alive connection the API server had closed:
+    httpx reports that as ``ReadError``/``RemoteProtocolError`` and, unlike the official client's urllib3, does
+    not retry it, so one stale pooled connection fails ``KubeCluster()`` while it polls the DaskCluster.
+    Test processes only, as :func:`patch_discovery`. Idempotent."""
+    import httpx
+    from kr8s._api import Api
+
+    original = Api._create_session
+    if getattr(original, _RETRYING, False):
+        return
+
+    async def _create_session(self) -> None:
+        await original(self)
+        request = self._session.request
+
+        async def retrying(*args, **kwargs):
+            method = kwargs.get("method", args[0] if args else "")
+            for attempt in range(attempts):
+                try:
+                    return await request(*args, **kwargs)
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    if str(method).upper() != "GET" or attempt == attempts - 1:
+                        raise
+
+        self._session.request = retrying
+
+    setattr(_create_session, _RETRYING, True)
+    Api._create_session = _create_session
