@@ -24,7 +24,7 @@ from jupyter_dask_kube.podstatus import is_terminal, pod_summary
 from jupyter_dask_kube.runtimes.kubernetes import KubernetesRuntime
 from jupyter_dask_kube.templates import load_template
 
-from helpers import small_pod, wait_until
+from helpers import Pending, small_pod, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -213,11 +213,12 @@ async def test_worker_over_its_memory_limit_is_reported_as_oomkilled(emu, runtim
         assert "OOMKilled" in cluster.problem and "more memory than its limit" in cluster.problem, cluster.problem
         oom_pods = [n for n in log.states if "OOMKilled" in log.reasons(n)]
         assert len(oom_pods) >= MAX_FAILURES - 1, log.states
-        model = manager.model(rec)
-        assert "OOMKilled" in model["message"] and model["workers"] == 0, model
         made = len(log.added)
         assert made <= MAX_FAILURES + 2, log.added  # the requested 2, replaced until 5 had failed
-        await asyncio.sleep(3)
+        # the last worker may still be dying when the guard trips: the model reaches 0 workers, with the reason
+        model = await wait_until(
+            lambda: (m := manager.model(rec))["workers"] == 0 and "OOMKilled" in m["message"] and m
+                    or Pending(f"{m['workers']} workers, {m['message']!r}"), 60, interval=0.2, what="0 workers")
         assert len(log.added) == made, "workers were still replaced after the guard tripped"
         log.close()
         print(f"\n[OOMKilled] guard tripped after {elapsed:.1f}s and {made} worker pods: {cluster.problem!r}")
