@@ -57,7 +57,8 @@ def _pem_cert(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _san(hosts) -> x509.SubjectAlternativeName:
+def subject_alt_names(hosts) -> x509.SubjectAlternativeName:
+    """IP addresses as IP entries, anything else as DNS names (the test tier's PKI uses it too)."""
     names = []
     for h in hosts:
         try:
@@ -83,7 +84,7 @@ def _issue(ca_key, ca_name: x509.Name, subject: str, key, *, usages, hosts=(), n
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
     )
     if hosts:
-        builder = builder.add_extension(_san(hosts), critical=False)
+        builder = builder.add_extension(subject_alt_names(hosts), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
 
 

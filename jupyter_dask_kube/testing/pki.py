@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ..tlscerts import subject_alt_names
 
 _VALID = datetime.timedelta(days=30)
 
@@ -60,13 +61,7 @@ class CertificateAuthority:
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
         if server_names:
-            sans = []
-            for n in server_names:
-                try:
-                    sans.append(x509.IPAddress(ipaddress.ip_address(n)))
-                except ValueError:
-                    sans.append(x509.DNSName(n))
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            builder = builder.add_extension(subject_alt_names(server_names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return (_write(prefix + ".crt", cert.public_bytes(serialization.Encoding.PEM)),
                 _write(prefix + ".key", _key_pem(key), private=True))
